@@ -1,0 +1,346 @@
+"""The DARTS candidate operations, built as the reference PyTorch code builds them.
+
+Reference: Liu, Simonyan & Yang, "DARTS: Differentiable Architecture Search", ICLR 2019, and
+`cnn/operations.py` of the reference implementation. Differences from a naive Keras port, each
+deliberate:
+
+* Padding is explicit and symmetric, as PyTorch's `padding=p`. TF's `'same'` pads (0, 1) at stride 2
+  on even inputs, which shifts every window by one pixel.
+* Pools: TF's `avg_pool(padding='SAME')` already excludes padding from the count (PyTorch's
+  `count_include_pad=False`) and `max_pool` pads with -inf; both are symmetric at stride 1, so the
+  stride-2 pool is the stride-1 pool sampled at even positions (same windows as PyTorch's pad 1).
+* A stride-2, dilation-2 depthwise conv (TF refuses strides > 1 with dilation) equals an undilated
+  conv on the padded input sampled at even positions: out[i] = sum_k w_k x[2i + 2k].
+* BatchNorm uses PyTorch's defaults: epsilon 1e-5, momentum 0.1 (Keras momentum 0.9).
+* Conv kernels use PyTorch's default init, U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
+"""
+
+import keras
+from keras import ops as K
+
+PACKAGE = "keras_darts"
+
+# The order fixes the columns of the alpha matrices.
+PRIMITIVES = (
+    "none",
+    "max_pool_3x3",
+    "avg_pool_3x3",
+    "skip_connect",
+    "sep_conv_3x3",
+    "sep_conv_5x5",
+    "dil_conv_3x3",
+    "dil_conv_5x5",
+)
+
+BN_EPSILON = 1e-5
+BN_MOMENTUM = 0.9  # PyTorch momentum 0.1: running = 0.9 * running + 0.1 * batch.
+
+
+def torch_conv_init():
+    """PyTorch's default conv/linear kernel init (kaiming_uniform with a=sqrt(5))."""
+    return keras.initializers.VarianceScaling(scale=1.0 / 3.0, mode="fan_in", distribution="uniform")
+
+
+def batch_norm(affine, sync_bn=False, name=None):
+    return keras.layers.BatchNormalization(
+        momentum=BN_MOMENTUM,
+        epsilon=BN_EPSILON,
+        center=affine,
+        scale=affine,
+        synchronized=sync_bn,
+        name=name,
+    )
+
+
+def conv2d(filters, kernel_size, strides=1, name=None):
+    return keras.layers.Conv2D(
+        filters,
+        kernel_size,
+        strides=strides,
+        padding="valid",
+        use_bias=False,
+        kernel_initializer=torch_conv_init(),
+        name=name,
+    )
+
+
+def depthwise_conv2d(kernel_size, strides=1, dilation_rate=1, name=None):
+    return keras.layers.DepthwiseConv2D(
+        kernel_size,
+        strides=strides,
+        padding="valid",
+        dilation_rate=dilation_rate,
+        use_bias=False,
+        depthwise_initializer=torch_conv_init(),
+        name=name,
+    )
+
+
+def pad2d(x, padding, value=0.0):
+    if padding == 0:
+        return x
+    return K.pad(x, [[0, 0], [padding, padding], [padding, padding], [0, 0]], constant_values=value)
+
+
+class _OpLayer(keras.layers.Layer):
+    """Base for candidate ops: stores `affine` and `sync_bn`, which every BN inside honours."""
+
+    def __init__(self, affine=True, sync_bn=False, **kwargs):
+        super().__init__(**kwargs)
+        self.affine = affine
+        self.sync_bn = sync_bn
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"affine": self.affine, "sync_bn": self.sync_bn})
+        return config
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class ReLUConvBN(_OpLayer):
+    """ReLU -> Conv(k, stride, symmetric padding, no bias) -> BN."""
+
+    def __init__(self, filters, kernel_size=1, strides=1, padding=0, **kwargs):
+        super().__init__(**kwargs)
+        self.filters = filters
+        self.kernel_size = kernel_size
+        self.strides = strides
+        self.padding = padding
+        self.conv = conv2d(filters, kernel_size, strides, name="conv")
+        self.bn = batch_norm(self.affine, self.sync_bn, name="bn")
+
+    def build(self, input_shape):
+        self.conv.build(input_shape)
+        self.bn.build(self.conv.compute_output_shape(input_shape))
+
+    def call(self, x, training=None):
+        x = pad2d(K.relu(x), self.padding)
+        return self.bn(self.conv(x), training=training)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "filters": self.filters,
+                "kernel_size": self.kernel_size,
+                "strides": self.strides,
+                "padding": self.padding,
+            }
+        )
+        return config
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class DilConv(_OpLayer):
+    """ReLU -> depthwise k x k (dilation) -> pointwise 1x1 -> BN (the reference `DilConv`)."""
+
+    def __init__(self, filters, kernel_size, strides=1, padding=0, dilation=1, **kwargs):
+        super().__init__(**kwargs)
+        self.filters = filters
+        self.kernel_size = kernel_size
+        self.strides = strides
+        self.padding = padding
+        self.dilation = dilation
+        # TF has no strided dilated conv; when the dilation is a multiple of the stride, sample the
+        # padded input first and convolve with the reduced dilation at stride 1 (exactly equal).
+        self._subsample = strides > 1 and dilation > 1 and dilation % strides == 0
+        if self._subsample:
+            self.depthwise = depthwise_conv2d(kernel_size, 1, dilation // strides, name="depthwise")
+        else:
+            self.depthwise = depthwise_conv2d(kernel_size, strides, dilation, name="depthwise")
+        self.pointwise = conv2d(filters, 1, name="pointwise")
+        self.bn = batch_norm(self.affine, self.sync_bn, name="bn")
+
+    def build(self, input_shape):
+        n, h, w, c = input_shape
+        self.depthwise.build((n, None, None, c))
+        self.pointwise.build((n, None, None, c))
+        self.bn.build((n, None, None, self.filters))
+
+    def call(self, x, training=None):
+        x = pad2d(K.relu(x), self.padding)
+        if self._subsample:
+            x = x[:, :: self.strides, :: self.strides, :]
+        x = self.pointwise(self.depthwise(x))
+        return self.bn(x, training=training)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "filters": self.filters,
+                "kernel_size": self.kernel_size,
+                "strides": self.strides,
+                "padding": self.padding,
+                "dilation": self.dilation,
+            }
+        )
+        return config
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class SepConv(_OpLayer):
+    """Two (ReLU, depthwise k x k, pointwise 1x1, BN) blocks; the stride is on the first."""
+
+    def __init__(self, filters, kernel_size, strides=1, padding=0, **kwargs):
+        super().__init__(**kwargs)
+        self.filters = filters
+        self.kernel_size = kernel_size
+        self.strides = strides
+        self.padding = padding
+        self.depthwise1 = depthwise_conv2d(kernel_size, strides, name="depthwise1")
+        self.pointwise1 = conv2d(filters, 1, name="pointwise1")
+        self.bn1 = batch_norm(self.affine, self.sync_bn, name="bn1")
+        self.depthwise2 = depthwise_conv2d(kernel_size, 1, name="depthwise2")
+        self.pointwise2 = conv2d(filters, 1, name="pointwise2")
+        self.bn2 = batch_norm(self.affine, self.sync_bn, name="bn2")
+
+    def build(self, input_shape):
+        n, c = input_shape[0], input_shape[-1]
+        # The reference's first pointwise keeps C_in channels; here C_in == C_out == filters.
+        self.depthwise1.build((n, None, None, c))
+        self.pointwise1.build((n, None, None, c))
+        self.bn1.build((n, None, None, self.filters))
+        self.depthwise2.build((n, None, None, self.filters))
+        self.pointwise2.build((n, None, None, self.filters))
+        self.bn2.build((n, None, None, self.filters))
+
+    def call(self, x, training=None):
+        x = self.depthwise1(pad2d(K.relu(x), self.padding))
+        x = self.bn1(self.pointwise1(x), training=training)
+        x = self.depthwise2(pad2d(K.relu(x), self.padding))
+        return self.bn2(self.pointwise2(x), training=training)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "filters": self.filters,
+                "kernel_size": self.kernel_size,
+                "strides": self.strides,
+                "padding": self.padding,
+            }
+        )
+        return config
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class FactorizedReduce(_OpLayer):
+    """ReLU, two 1x1 stride-2 convs of filters/2 (the second on the input shifted by one pixel),
+    concat, BN. Halves the spatial size."""
+
+    def __init__(self, filters, **kwargs):
+        super().__init__(**kwargs)
+        if filters % 2:
+            raise ValueError(f"FactorizedReduce needs an even number of filters, got {filters}")
+        self.filters = filters
+        self.conv1 = conv2d(filters // 2, 1, name="conv1")
+        self.conv2 = conv2d(filters // 2, 1, name="conv2")
+        self.bn = batch_norm(self.affine, self.sync_bn, name="bn")
+
+    def build(self, input_shape):
+        n, c = input_shape[0], input_shape[-1]
+        self.conv1.build((n, None, None, c))
+        self.conv2.build((n, None, None, c))
+        self.bn.build((n, None, None, self.filters))
+
+    def call(self, x, training=None):
+        x = K.relu(x)
+        a = self.conv1(x[:, ::2, ::2, :])
+        # Shift by one pixel; the zero row/column at the far edge is never sampled on even sizes
+        # and keeps both halves the same size on odd ones.
+        shifted = K.pad(x[:, 1:, 1:, :], [[0, 0], [0, 1], [0, 1], [0, 0]])
+        b = self.conv2(shifted[:, ::2, ::2, :])
+        return self.bn(K.concatenate([a, b], axis=-1), training=training)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"filters": self.filters})
+        return config
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class Zero(keras.layers.Layer):
+    """The `none` op: zeros shaped like the input sampled at `strides`."""
+
+    def __init__(self, strides=1, **kwargs):
+        super().__init__(**kwargs)
+        self.strides = strides
+
+    def call(self, x, training=None):
+        return K.zeros_like(x[:, :: self.strides, :: self.strides, :])
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"strides": self.strides})
+        return config
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class Pool(_OpLayer):
+    """3x3 max or average pool, padding 1 (average excludes padding), optional non-affine BN.
+
+    In the search network the reference follows pools with `BatchNorm2d(C, affine=False)`
+    (`with_bn=True`); the derived network does not.
+    """
+
+    def __init__(self, pool_type, strides=1, with_bn=False, **kwargs):
+        super().__init__(**kwargs)
+        if pool_type not in ("max", "avg"):
+            raise ValueError(f"pool_type must be 'max' or 'avg', got {pool_type!r}")
+        self.pool_type = pool_type
+        self.strides = strides
+        self.with_bn = with_bn
+        self.bn = batch_norm(self.affine, self.sync_bn, name="bn") if with_bn else None
+
+    def build(self, input_shape):
+        if self.bn is not None:
+            self.bn.build((input_shape[0], None, None, input_shape[-1]))
+
+    def call(self, x, training=None):
+        if self.pool_type == "max":
+            y = K.max_pool(x, 3, strides=1, padding="same")
+        else:
+            y = K.average_pool(x, 3, strides=1, padding="same")
+        if self.strides > 1:
+            y = y[:, :: self.strides, :: self.strides, :]
+        if self.bn is not None:
+            y = self.bn(y, training=training)
+        return y
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"pool_type": self.pool_type, "strides": self.strides, "with_bn": self.with_bn})
+        return config
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class Identity(keras.layers.Layer):
+    """`skip_connect` at stride 1. Its own class so drop path can recognise and skip it."""
+
+    def call(self, x, training=None):
+        return x
+
+
+def make_op(name, filters, strides, affine, sync_bn=False, search=False, layer_name=None):
+    """Builds candidate op `name` as the reference's `OPS[name](C, stride, affine)`.
+
+    Args:
+      search: True inside a MixedOp of the search network, where pools get a non-affine BN.
+    """
+    kw = {"affine": affine, "sync_bn": sync_bn, "name": layer_name}
+    if name == "none":
+        return Zero(strides, name=layer_name)
+    if name in ("max_pool_3x3", "avg_pool_3x3"):
+        return Pool(name[:3], strides, with_bn=search, **{**kw, "affine": False if search else affine})
+    if name == "skip_connect":
+        return Identity(name=layer_name) if strides == 1 else FactorizedReduce(filters, **kw)
+    if name == "sep_conv_3x3":
+        return SepConv(filters, 3, strides, 1, **kw)
+    if name == "sep_conv_5x5":
+        return SepConv(filters, 5, strides, 2, **kw)
+    if name == "dil_conv_3x3":
+        return DilConv(filters, 3, strides, 2, 2, **kw)
+    if name == "dil_conv_5x5":
+        return DilConv(filters, 5, strides, 4, 2, **kw)
+    raise ValueError(f"unknown operation {name!r}; known: {', '.join(PRIMITIVES)}")

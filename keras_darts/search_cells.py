@@ -1,0 +1,117 @@
+"""Search-space layers: `MixedOp` (one edge, all candidates) and `SearchCell` (the DAG of edges)."""
+
+import keras
+from keras import ops as K
+
+from keras_darts.ops import PACKAGE, PRIMITIVES, FactorizedReduce, ReLUConvBN, make_op
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class MixedOp(keras.layers.Layer):
+    """One edge of the search cell: sum_k softmax(alpha)_k * op_k(x) over the 8 primitives.
+
+    Call arguments:
+      x: (N, H, W, C) tensor.
+      weights: (len(PRIMITIVES),) softmaxed alphas of this edge, in the compute dtype.
+
+    `none` is kept inside the softmax (its weight takes mass from the others) but not computed:
+    weight * 0 contributes nothing to the sum or its gradients.
+    """
+
+    def __init__(self, filters, strides=1, sync_bn=False, **kwargs):
+        super().__init__(**kwargs)
+        self.filters = filters
+        self.strides = strides
+        self.sync_bn = sync_bn
+        self.candidate_ops = [
+            None if name == "none"
+            else make_op(name, filters, strides, affine=False, sync_bn=sync_bn, search=True,
+                         layer_name=name)
+            for name in PRIMITIVES
+        ]
+
+    def build(self, x_shape, weights_shape=None):
+        # Explicit build: Keras would otherwise trace the whole edge symbolically to build it.
+        for op in self.candidate_ops:
+            if op is not None:
+                op.build(x_shape)
+
+    def call(self, x, weights, training=None):
+        out = None
+        for k, op in enumerate(self.candidate_ops):
+            if op is None:
+                continue
+            y = weights[k] * op(x, training=training)
+            out = y if out is None else out + y
+        return out
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"filters": self.filters, "strides": self.strides, "sync_bn": self.sync_bn})
+        return config
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class SearchCell(keras.layers.Layer):
+    """A search cell: 2 input nodes, `steps` intermediate nodes, output = concat of the last
+    `multiplier` nodes. Node i is the sum of MixedOps over all earlier nodes (2+i edges), so a cell
+    has sum(2+i) edges (14 for 4 steps); in a reduction cell edges leaving the inputs have stride 2.
+
+    Call arguments:
+      s0, s1: outputs of the cells k-2 and k-1.
+      weights: (edges, len(PRIMITIVES)) softmaxed alphas for this cell type.
+    """
+
+    def __init__(self, filters, reduction=False, reduction_prev=False, steps=4, multiplier=4,
+                 sync_bn=False, **kwargs):
+        super().__init__(**kwargs)
+        self.filters = filters
+        self.reduction = reduction
+        self.reduction_prev = reduction_prev
+        self.steps = steps
+        self.multiplier = multiplier
+        self.sync_bn = sync_bn
+        bn = {"affine": False, "sync_bn": sync_bn}
+        if reduction_prev:
+            self.preprocess0 = FactorizedReduce(filters, name="preprocess0", **bn)
+        else:
+            self.preprocess0 = ReLUConvBN(filters, 1, 1, 0, name="preprocess0", **bn)
+        self.preprocess1 = ReLUConvBN(filters, 1, 1, 0, name="preprocess1", **bn)
+        self.edges = []
+        for i in range(steps):
+            for j in range(2 + i):
+                strides = 2 if reduction and j < 2 else 1
+                self.edges.append(MixedOp(filters, strides, sync_bn, name=f"edge_{j}_{i + 2}"))
+
+    def build(self, s0_shape, s1_shape, weights_shape=None):
+        self.preprocess0.build(s0_shape)
+        self.preprocess1.build(s1_shape)
+        node_shape = (s1_shape[0], None, None, self.filters)
+        for edge in self.edges:
+            edge.build(node_shape)
+
+    def call(self, s0, s1, weights, training=None):
+        states = [self.preprocess0(s0, training=training), self.preprocess1(s1, training=training)]
+        offset = 0
+        for _ in range(self.steps):
+            s = None
+            for j, h in enumerate(states):
+                y = self.edges[offset + j](h, weights[offset + j], training=training)
+                s = y if s is None else s + y
+            offset += len(states)
+            states.append(s)
+        return K.concatenate(states[-self.multiplier :], axis=-1)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "filters": self.filters,
+                "reduction": self.reduction,
+                "reduction_prev": self.reduction_prev,
+                "steps": self.steps,
+                "multiplier": self.multiplier,
+                "sync_bn": self.sync_bn,
+            }
+        )
+        return config

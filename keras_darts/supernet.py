@@ -1,0 +1,150 @@
+"""The DARTS search network (supernet): stem, SearchCells, global pooling, classifier, and alphas."""
+
+import keras
+import numpy as np
+from keras import ops as K
+
+from keras_darts import genotype as genotype_lib
+from keras_darts.ops import PACKAGE, PRIMITIVES, batch_norm, conv2d, pad2d
+from keras_darts.search_cells import SearchCell
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class SearchNetwork(keras.Model):
+    """The supernet of Liu et al. (2019), `model_search.Network` in the reference code.
+
+    Stem (3x3 conv to stem_multiplier*C + BN), `layers` SearchCells with reduction cells at layers//3
+    and 2*layers//3 (doubling channels), global average pooling, dense classifier. One alpha matrix
+    (edges x len(PRIMITIVES), init 1e-3*N(0,1)) is shared by all normal cells, one by all reduction
+    cells. The alphas are non-trainable variables: `trainable_variables` is exactly the network
+    weights (`weight_variables`); `arch_variables` returns the alphas.
+
+    Args:
+      num_classes: classifier width.
+      layers: number of cells (>= 3 so that both reduction cells exist).
+      init_channels: C, channels of the first cells.
+      steps: intermediate nodes per cell.
+      multiplier: how many of the last nodes are concatenated into a cell's output.
+      stem_multiplier: stem width is stem_multiplier * C.
+      sync_bn: synchronise BatchNorm statistics across replicas.
+      alpha_seed: seed of the alpha initialiser.
+
+    Call: images (N, H, W, C_in) float, normalised -> logits (N, num_classes).
+    """
+
+    def __init__(self, num_classes=10, layers=8, init_channels=16, steps=4, multiplier=4,
+                 stem_multiplier=3, sync_bn=False, alpha_seed=None, **kwargs):
+        super().__init__(**kwargs)
+        if layers < 3:
+            raise ValueError(f"layers must be >= 3 (two reduction cells and a normal one), got {layers}")
+        self.num_classes = num_classes
+        self.num_layers = layers
+        self.init_channels = init_channels
+        self.steps = steps
+        self.multiplier = multiplier
+        self.stem_multiplier = stem_multiplier
+        self.sync_bn = sync_bn
+        self.alpha_seed = alpha_seed
+
+        # === Layers ===
+        self.stem_conv = conv2d(stem_multiplier * init_channels, 3, name="stem_conv")
+        self.stem_bn = batch_norm(affine=True, sync_bn=sync_bn, name="stem_bn")
+        self.cells = []
+        c_curr = init_channels
+        reduction_prev = False
+        for i in range(layers):
+            reduction = i in self.reduction_indices
+            if reduction:
+                c_curr *= 2
+            self.cells.append(SearchCell(c_curr, reduction, reduction_prev, steps, multiplier,
+                                         sync_bn, name=f"cell_{i}"))
+            reduction_prev = reduction
+        self.global_pool = keras.layers.GlobalAveragePooling2D(name="global_pool")
+        self.classifier = keras.layers.Dense(num_classes, dtype=_float32_if_mixed(),
+                                             name="classifier")
+
+        # === Architecture parameters ===
+        k = genotype_lib.num_edges(steps)
+        seeds = (None, None) if alpha_seed is None else (alpha_seed, alpha_seed + 1)
+        # Not trainable: the weight optimiser never sees them. autocast=False keeps them (and the
+        # softmax over them) float32 under mixed precision.
+        self.alphas_normal = self.add_weight(shape=(k, len(PRIMITIVES)), initializer=_alpha_init(seeds[0]),
+                                             trainable=False, autocast=False, dtype="float32",
+                                             name="alphas_normal")
+        self.alphas_reduce = self.add_weight(shape=(k, len(PRIMITIVES)), initializer=_alpha_init(seeds[1]),
+                                             trainable=False, autocast=False, dtype="float32",
+                                             name="alphas_reduce")
+
+    def build(self, input_shape):
+        n = input_shape[0]
+        c_stem = self.stem_multiplier * self.init_channels
+        self.stem_conv.build(input_shape)
+        self.stem_bn.build((n, None, None, c_stem))
+        c_prev_prev, c_prev = c_stem, c_stem
+        for cell in self.cells:
+            cell.build((n, None, None, c_prev_prev), (n, None, None, c_prev))
+            c_prev_prev, c_prev = c_prev, cell.multiplier * cell.filters
+        self.global_pool.build((n, None, None, c_prev))
+        self.classifier.build((n, c_prev))
+
+    @property
+    def reduction_indices(self):
+        return (self.num_layers // 3, 2 * self.num_layers // 3)
+
+    @property
+    def arch_variables(self):
+        """The alphas: [alphas_normal, alphas_reduce]."""
+        return [self.alphas_normal, self.alphas_reduce]
+
+    @property
+    def weight_variables(self):
+        """The network weights, trained on the search-train split (== trainable_variables)."""
+        return self.trainable_variables
+
+    def call(self, inputs, training=None):
+        w_normal = K.cast(K.softmax(self.alphas_normal, axis=-1), self.compute_dtype)
+        w_reduce = K.cast(K.softmax(self.alphas_reduce, axis=-1), self.compute_dtype)
+        x = self.stem_bn(self.stem_conv(pad2d(inputs, 1)), training=training)
+        s0 = s1 = x
+        for cell in self.cells:
+            weights = w_reduce if cell.reduction else w_normal
+            s0, s1 = s1, cell(s0, s1, weights, training=training)
+        logits = self.classifier(self.global_pool(s1))
+        return K.cast(logits, "float32")
+
+    def genotype(self):
+        """The genotype the current alphas derive (pure numpy; see genotype.derive_genotype)."""
+        return genotype_lib.derive_genotype(
+            np.asarray(self.alphas_normal.numpy()), np.asarray(self.alphas_reduce.numpy()),
+            self.steps, self.multiplier)
+
+    def count_weight_parameters(self):
+        """Trainable parameters (BN moving statistics and alphas excluded), as the reference counts."""
+        return int(sum(np.prod(v.shape) for v in self.weight_variables))
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "num_classes": self.num_classes,
+                "layers": self.num_layers,
+                "init_channels": self.init_channels,
+                "steps": self.steps,
+                "multiplier": self.multiplier,
+                "stem_multiplier": self.stem_multiplier,
+                "sync_bn": self.sync_bn,
+                "alpha_seed": self.alpha_seed,
+            }
+        )
+        return config
+
+
+def _float32_if_mixed():
+    """The classifier computes in float32 under mixed precision (numerically safer logits)."""
+    policy = keras.config.dtype_policy()
+    return "float32" if policy.compute_dtype != policy.variable_dtype else None
+
+
+def _alpha_init(seed):
+    """1e-3 * N(0, 1), as the reference initialises alphas."""
+    return keras.initializers.RandomNormal(stddev=1e-3, seed=seed)

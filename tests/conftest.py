@@ -1,0 +1,43 @@
+"""Test setup: two logical CPU devices (so MirroredStrategy gets two replicas), quiet TF logs."""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import pytest  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+_cpus = tf.config.list_physical_devices("CPU")
+try:
+    tf.config.set_logical_device_configuration(
+        _cpus[0], [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()])
+except RuntimeError:  # already initialised by another plugin; tests needing 2 replicas will skip
+    pass
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CIFAR_DIR = os.path.join(os.path.dirname(ROOT), "shared", "data", "cifar10")
+
+
+def pytest_addoption(parser):
+    parser.addoption("--run_slow", action="store_true", default=False, help="run tests marked slow")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: long-running test, skipped unless --run_slow")
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--run_slow"):
+        return
+    skip = pytest.mark.skip(reason="slow; pass --run_slow")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def cifar_dir():
+    """The offline CIFAR-10 copy (../shared/data/cifar10); tests slice it, never copy it."""
+    if not os.path.exists(os.path.join(CIFAR_DIR, "train.npz")):
+        pytest.skip(f"offline CIFAR-10 not found at {CIFAR_DIR}")
+    return CIFAR_DIR
