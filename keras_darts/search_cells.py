@@ -3,7 +3,8 @@
 import keras
 from keras import ops as K
 
-from keras_darts.ops import PACKAGE, PRIMITIVES, FactorizedReduce, ReLUConvBN, make_op
+from keras_darts.ops import (PACKAGE, PRIMITIVES, FactorizedReduce, ReLUConvBN, make_op,
+                             track_for_checkpoint)
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
@@ -29,6 +30,7 @@ class MixedOp(keras.layers.Layer):
                          layer_name=name)
             for name in PRIMITIVES
         ]
+        track_for_checkpoint(self, "op_", self.candidate_ops)
 
     def build(self, x_shape, weights_shape=None):
         # Explicit build: Keras would otherwise trace the whole edge symbolically to build it.
@@ -82,6 +84,7 @@ class SearchCell(keras.layers.Layer):
             for j in range(2 + i):
                 strides = 2 if reduction and j < 2 else 1
                 self.edges.append(MixedOp(filters, strides, sync_bn, name=f"edge_{j}_{i + 2}"))
+        track_for_checkpoint(self, "edge_", self.edges)
 
     def build(self, s0_shape, s1_shape, weights_shape=None):
         self.preprocess0.build(s0_shape)

@@ -5,7 +5,7 @@ import numpy as np
 from keras import ops as K
 
 from keras_darts import genotype as genotype_lib
-from keras_darts.ops import PACKAGE, PRIMITIVES, batch_norm, conv2d, pad2d
+from keras_darts.ops import PACKAGE, PRIMITIVES, batch_norm, conv2d, pad2d, track_for_checkpoint
 from keras_darts.search_cells import SearchCell
 
 
@@ -59,6 +59,7 @@ class SearchNetwork(keras.Model):
             self.cells.append(SearchCell(c_curr, reduction, reduction_prev, steps, multiplier,
                                          sync_bn, name=f"cell_{i}"))
             reduction_prev = reduction
+        track_for_checkpoint(self, "cell_", self.cells)
         self.global_pool = keras.layers.GlobalAveragePooling2D(name="global_pool")
         self.classifier = keras.layers.Dense(num_classes, dtype=_float32_if_mixed(),
                                              name="classifier")

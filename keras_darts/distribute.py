@@ -1,0 +1,97 @@
+"""The one place that chooses a tf.distribute strategy, and the chief/worker write rules."""
+
+import json
+import os
+import shutil
+import tempfile
+
+import tensorflow as tf
+
+from keras_darts.errors import UserError
+
+STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker")
+
+
+def split_cpu(num_devices):
+    """Splits the physical CPU into `num_devices` logical devices (must run before TF initialises).
+
+    Lets MirroredStrategy run with several replicas on a CPU-only machine (tests, benchmarks).
+    """
+    if num_devices <= 1:
+        return
+    cpus = tf.config.list_physical_devices("CPU")
+    # Listing logical devices would initialise the runtime, so only look at the configuration.
+    if len(tf.config.get_logical_device_configuration(cpus[0]) or []) >= num_devices:
+        return
+    try:
+        tf.config.set_logical_device_configuration(
+            cpus[0], [tf.config.LogicalDeviceConfiguration() for _ in range(num_devices)])
+    except RuntimeError as e:
+        if len(tf.config.list_logical_devices("CPU")) >= num_devices:
+            return
+        raise UserError(f"--cpu_devices={num_devices}: TensorFlow is already initialised ({e})") from None
+
+
+def get_strategy(name="auto", cpu_devices=1):
+    """Returns the strategy named by `--strategy`.
+
+    auto: MirroredStrategy over all GPUs when more than one is visible, else one device.
+    one_device: the first GPU, else the CPU.
+    mirrored: all GPUs of this machine; without GPUs, the `cpu_devices` logical CPUs.
+    multi_worker: MultiWorkerMirroredStrategy; the cluster comes from the TF_CONFIG variable.
+    """
+    if name not in STRATEGIES:
+        raise UserError(f"--strategy={name}: unknown strategy; expected one of {', '.join(STRATEGIES)}")
+    if name == "multi_worker":
+        if "TF_CONFIG" not in os.environ:
+            raise UserError("--strategy=multi_worker: the TF_CONFIG environment variable is not set "
+                            "(see README: running on several machines)")
+        try:
+            json.loads(os.environ["TF_CONFIG"])
+        except json.JSONDecodeError:
+            raise UserError("--strategy=multi_worker: TF_CONFIG is not valid JSON") from None
+        split_cpu(cpu_devices)
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    split_cpu(cpu_devices)
+    gpus = tf.config.list_logical_devices("GPU")
+    if name == "auto":
+        name = "mirrored" if len(gpus) > 1 else "one_device"
+    if name == "one_device":
+        return tf.distribute.OneDeviceStrategy(gpus[0].name if gpus else "/cpu:0")
+    devices = [d.name for d in gpus] or [d.name for d in tf.config.list_logical_devices("CPU")]
+    return tf.distribute.MirroredStrategy(devices)
+
+
+def is_chief(strategy):
+    """True on the worker that owns the output directory (always true off multi-worker)."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.cluster_spec().as_dict():
+        return True
+    task_type, task_id = resolver.task_type, resolver.task_id
+    if task_type == "chief":
+        return True
+    has_chief = "chief" in resolver.cluster_spec().as_dict()
+    return task_type in (None, "worker") and task_id == 0 and not has_chief
+
+
+class WriteDir:
+    """The chief writes into `path`; other workers write (collective checkpoint saves need every
+    worker to save) into a private temporary directory that `cleanup()` removes."""
+
+    def __init__(self, path, strategy):
+        self.chief = is_chief(strategy)
+        self.path = path if self.chief else tempfile.mkdtemp(prefix="keras_darts_worker_")
+
+    def cleanup(self):
+        if not self.chief:
+            shutil.rmtree(self.path, ignore_errors=True)
+
+
+def set_mixed_precision(mode):
+    """`--mixed_precision`: none|bfloat16|float16. Variables stay float32 (Keras mixed policies)."""
+    import keras
+
+    policies = {"none": "float32", "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}
+    if mode not in policies:
+        raise UserError(f"--mixed_precision={mode}: expected one of {', '.join(policies)}")
+    keras.mixed_precision.set_global_policy(policies[mode])
