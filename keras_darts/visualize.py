@@ -516,7 +516,9 @@ def format_genotype(genotype):
 def _dataset(run_dir):
     try:
         with open(os.path.join(run_dir, "config.json")) as f:
-            dataset = json.load(f).get("dataset")
+            record = json.load(f)
+        # bin/search nests its flags under "config"; accept a flat file too.
+        dataset = record.get("config", record).get("dataset")
     except (OSError, ValueError, AttributeError):
         return None
     return dataset if isinstance(dataset, str) and dataset else None

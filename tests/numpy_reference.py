@@ -281,22 +281,24 @@ def search_network(x, p, alphas_normal, alphas_reduce, layers, steps=4, multipli
 
 def conv_weight(keras_conv):
     """Conv2D kernel (kh, kw, C_in, C_out) -> torch (C_out, C_in, kh, kw)."""
-    return np.transpose(np.asarray(keras_conv.kernel.numpy()), (3, 2, 0, 1))
+    return np.transpose(np.asarray(keras_conv.kernel.numpy(), dtype=np.float64), (3, 2, 0, 1))
 
 
 def depthwise_weight(keras_dw):
     """DepthwiseConv2D kernel (kh, kw, C, 1) -> torch grouped (C, 1, kh, kw)."""
-    k = np.asarray(keras_dw.kernel.numpy())
+    k = np.asarray(keras_dw.kernel.numpy(), dtype=np.float64)
     assert k.shape[3] == 1, k.shape
     return np.transpose(k, (2, 3, 0, 1))
 
 
-def bn_params(keras_bn):
+def bn_params(bn_layer):
+    """gamma/beta of a BatchNorm layer if it has them (affine), else {} (works for any BN class
+    that names them `gamma`/`beta`)."""
     p = {}
-    if keras_bn.scale:
-        p["gamma"] = np.asarray(keras_bn.gamma.numpy())
-    if keras_bn.center:
-        p["beta"] = np.asarray(keras_bn.beta.numpy())
+    for name in ("gamma", "beta"):
+        v = getattr(bn_layer, name, None)
+        if v is not None:
+            p[name] = np.asarray(v.numpy(), dtype=np.float64)
     return p
 
 
@@ -334,5 +336,5 @@ def cell_params(cell):
 def network_params(model):
     return {"stem_conv": conv_weight(model.stem_conv), "stem_bn": bn_params(model.stem_bn),
             "cells": [cell_params(c) for c in model.cells],
-            "classifier_w": np.asarray(model.classifier.kernel.numpy()).T,
-            "classifier_b": np.asarray(model.classifier.bias.numpy())}
+            "classifier_w": np.asarray(model.classifier.kernel.numpy(), dtype=np.float64).T,
+            "classifier_b": np.asarray(model.classifier.bias.numpy(), dtype=np.float64)}

@@ -4,8 +4,6 @@ Parameter counts are worked out from the reference architecture (and are the num
 prints); numerics come from `tests/numpy_reference.py`.
 """
 
-import contextlib
-
 import keras
 import numpy as np
 import pytest
@@ -22,33 +20,17 @@ OPS = ["none", "max_pool_3x3", "avg_pool_3x3", "skip_connect",
 TINY = dict(num_classes=5, layers=3, init_channels=4)
 
 
-@contextlib.contextmanager
-def _float64_policy():
-    """Layers built inside compute in float64 (so numpy comparisons can be tight)."""
-    old_floatx = keras.config.floatx()
-    old_policy = keras.config.dtype_policy()
-    keras.config.set_floatx("float64")
-    keras.config.set_dtype_policy("float64")
-    try:
-        yield
-    finally:
-        keras.config.set_dtype_policy(old_policy)
-        keras.config.set_floatx(old_floatx)
-
-
-@pytest.fixture
-def float64():
-    with _float64_policy():
-        yield
+# float32 layers against the float64 numpy reference.
+TOL = dict(rtol=1e-5, atol=1e-5)
 
 
 def _images(n=2, size=8, seed=0, dtype=np.float32):
     return np.random.default_rng(seed).standard_normal((n, size, size, 3)).astype(dtype)
 
 
-# A default tiny network (4 steps) and a cheaper float64 one (2 steps, 2 concatenated nodes) for
-# the numerical tests. Both are built once per module; tests set the alphas they need.
-TINY64 = dict(TINY, steps=2, multiplier=2, alpha_seed=0)
+# A default tiny network (4 steps) and a cheaper one (2 steps, 2 concatenated nodes) for the
+# numerical tests. Both are built once per module; tests set the alphas they need.
+TINY2 = dict(TINY, steps=2, multiplier=2, alpha_seed=0)
 
 
 @pytest.fixture(scope="module")
@@ -59,10 +41,9 @@ def tiny32():
 
 
 @pytest.fixture(scope="module")
-def tiny64():
-    with _float64_policy():
-        model = SearchNetwork(**TINY64)
-        model.build((None, 8, 8, 3))
+def tiny2():
+    model = SearchNetwork(**TINY2)
+    model.build((None, 8, 8, 3))
     return model
 
 
@@ -78,7 +59,7 @@ def _random_alphas(seed, scale=1.0, edges=5):
 
 def _reference_forward(model, x):
     p = ref.network_params(model)
-    logits = ref.search_network(ref.nhwc_to_nchw(x), p,
+    logits = ref.search_network(ref.nhwc_to_nchw(x).astype(np.float64), p,
                                 model.alphas_normal.numpy().astype(np.float64),
                                 model.alphas_reduce.numpy().astype(np.float64), model.num_layers,
                                 model.steps, model.multiplier)
@@ -197,7 +178,7 @@ def test_alpha_init(darts_model):
 
 
 def test_alpha_seed():
-    a, b, c = (SearchNetwork(**dict(TINY64, alpha_seed=s)) for s in (3, 3, 4))
+    a, b, c = (SearchNetwork(**dict(TINY2, alpha_seed=s)) for s in (3, 3, 4))
     np.testing.assert_array_equal(a.alphas_normal.numpy(), b.alphas_normal.numpy())
     np.testing.assert_array_equal(a.alphas_reduce.numpy(), b.alphas_reduce.numpy())
     assert not np.array_equal(a.alphas_normal.numpy(), a.alphas_reduce.numpy())
@@ -241,35 +222,38 @@ def test_variable_partition(small_model):
 # ----------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("stride", [1, 2])
-def test_mixed_op_matches_reference(stride, float64):
-    x = np.random.default_rng(stride).standard_normal((2, 8, 8, 4))
+def test_mixed_op_matches_reference(stride):
+    x = np.random.default_rng(stride).standard_normal((2, 8, 8, 4)).astype(np.float32)
     w = ref.softmax(np.random.default_rng(10 + stride).standard_normal(8))
     op = MixedOp(4, stride)
     op.build(x.shape)
-    y = np.asarray(op(x, tf.constant(w), training=True))
+    y = np.asarray(op(x, tf.constant(w, tf.float32), training=True))
     params = [ref.op_params(o) for o in op.candidate_ops]
-    expected = ref.nchw_to_nhwc(ref.mixed_op(ref.nhwc_to_nchw(x), w, params, stride))
+    x64 = ref.nhwc_to_nchw(x).astype(np.float64)
+    w64 = w.astype(np.float32).astype(np.float64)
+    expected = ref.nchw_to_nhwc(ref.mixed_op(x64, w64, params, stride))
     assert y.shape == (2, 8 // stride, 8 // stride, 4)
-    np.testing.assert_allclose(y, expected, rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(y, expected, **TOL)
 
 
 @pytest.mark.parametrize("reduction,reduction_prev,steps,multiplier", [
     (False, False, 4, 4), (True, True, 2, 2), (True, False, 3, 2), (False, True, 2, 2)])
-def test_search_cell_matches_reference(reduction, reduction_prev, steps, multiplier, float64):
+def test_search_cell_matches_reference(reduction, reduction_prev, steps, multiplier):
     rng = np.random.default_rng(7)
-    s0 = rng.standard_normal((2, 8 if reduction_prev else 4, 8 if reduction_prev else 4, 6))
-    s1 = rng.standard_normal((2, 4, 4, 5))
+    size0 = 8 if reduction_prev else 4
+    s0 = rng.standard_normal((2, size0, size0, 6)).astype(np.float32)
+    s1 = rng.standard_normal((2, 4, 4, 5)).astype(np.float32)
     k = G.num_edges(steps)
-    w = ref.softmax(2 * rng.standard_normal((k, 8)))
+    w = ref.softmax(2 * rng.standard_normal((k, 8))).astype(np.float32)
     cell = SearchCell(4, reduction, reduction_prev, steps, multiplier)
     cell.build(s0.shape, s1.shape)
     y = np.asarray(cell(s0, s1, tf.constant(w), training=True))
     expected = ref.nchw_to_nhwc(ref.search_cell(
-        ref.nhwc_to_nchw(s0), ref.nhwc_to_nchw(s1), w, ref.cell_params(cell), reduction,
-        reduction_prev, steps, multiplier))
+        ref.nhwc_to_nchw(s0).astype(np.float64), ref.nhwc_to_nchw(s1).astype(np.float64),
+        w.astype(np.float64), ref.cell_params(cell), reduction, reduction_prev, steps, multiplier))
     out = 2 if reduction else 4
     assert expected.shape == (2, out, out, 4 * multiplier)
-    np.testing.assert_allclose(y, expected, rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(y, expected, rtol=2e-5, atol=2e-5)
 
 
 def test_cell_and_mixed_op_config_round_trip():
@@ -303,17 +287,16 @@ def test_tiny_forward_shape(tiny32):
     assert len(tiny32.cells[0].edges) == 14
 
 
-def test_network_matches_reference(tiny64):
-    _set_alphas(tiny64, *_random_alphas(0))
+def test_network_matches_reference(tiny2):
+    _set_alphas(tiny2, *_random_alphas(0))
     # A non-zero classifier bias, and 3 images: with 2, training-mode BN makes the pooled features
     # of the two images exact negatives of each other, which would hide some wiring errors.
-    tiny64.classifier.bias.assign(np.random.default_rng(12).standard_normal(5))
-    x = _images(n=3, seed=1, dtype=np.float64)
-    y = tiny64(x, training=True).numpy()
-    expected = _reference_forward(tiny64, x)
+    tiny2.classifier.bias.assign(np.random.default_rng(12).standard_normal(5))
+    x = _images(n=3, seed=1)
+    y = tiny2(x, training=True).numpy()
+    expected = _reference_forward(tiny2, x)
     assert expected.shape == (3, 5)
-    # The alphas are float32 and softmaxed in float32, and the logits are cast to float32.
-    np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(y, expected, rtol=1e-4, atol=2e-5)
 
 
 def _skip_only_network(x, p, layers, steps, multiplier):
@@ -345,30 +328,31 @@ def _skip_only_network(x, p, layers, steps, multiplier):
     return s1.mean(axis=(2, 3)) @ p["classifier_w"].T + p["classifier_b"]
 
 
-def test_skip_dominant_network_equals_hand_assembled(tiny64):
+def test_skip_dominant_network_equals_hand_assembled(tiny2):
     a = np.zeros((5, 8))
     a[:, OPS.index("skip_connect")] = 50.0
-    _set_alphas(tiny64, a, a)
-    x = _images(seed=4, dtype=np.float64)
-    y = tiny64(x, training=True).numpy()
-    expected = _skip_only_network(ref.nhwc_to_nchw(x), ref.network_params(tiny64), 3, 2, 2)
-    np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-6)
+    _set_alphas(tiny2, a, a)
+    x = _images(seed=4)
+    y = tiny2(x, training=True).numpy()
+    expected = _skip_only_network(ref.nhwc_to_nchw(x).astype(np.float64),
+                                  ref.network_params(tiny2), 3, 2, 2)
+    np.testing.assert_allclose(y, expected, rtol=1e-4, atol=2e-5)
 
 
-def test_changing_alphas_changes_output(tiny64):
-    x = _images(seed=5, dtype=np.float64)
-    _set_alphas(tiny64, *_random_alphas(1))
-    y0 = tiny64(x, training=True).numpy()
+def test_changing_alphas_changes_output(tiny2):
+    x = _images(seed=5)
+    _set_alphas(tiny2, *_random_alphas(1))
+    y0 = tiny2(x, training=True).numpy()
     a_n, _ = _random_alphas(1)
-    _set_alphas(tiny64, a_n, _random_alphas(2)[1])  # only the reduce alphas change
-    y1 = tiny64(x, training=True).numpy()
+    _set_alphas(tiny2, a_n, _random_alphas(2)[1])  # only the reduce alphas change
+    y1 = tiny2(x, training=True).numpy()
     assert np.abs(y1 - y0).max() > 1e-4
 
 
-def test_gradients_reach_alphas_only_when_watched(tiny64):
-    model = tiny64
+def test_gradients_reach_alphas_only_when_watched(tiny2):
+    model = tiny2
     _set_alphas(model, *_random_alphas(3, scale=0.5))
-    x = _images(seed=6, dtype=np.float64)
+    x = _images(seed=6)
     r = np.random.default_rng(8).standard_normal((2, 5))
 
     def loss():
@@ -395,15 +379,17 @@ def test_gradients_reach_alphas_only_when_watched(tiny64):
     a0 = [v.numpy().astype(np.float64) for v in model.arch_variables]
 
     def ref_loss(a_n, a_r):
-        return float(np.sum(ref.search_network(ref.nhwc_to_nchw(x), p, a_n, a_r, 3, 2, 2) * r))
+        x64 = ref.nhwc_to_nchw(x).astype(np.float64)
+        return float(np.sum(ref.search_network(x64, p, a_n, a_r, 3, 2, 2) * r))
 
     h = 1e-5
+    scale = max(np.abs(g).max() for g in grads)
     for i in range(2):
         d = np.random.default_rng(9 + i).standard_normal((5, 8))
         step = [h * d if k == i else 0.0 for k in range(2)]
         fd = (ref_loss(a0[0] + step[0], a0[1] + step[1])
               - ref_loss(a0[0] - step[0], a0[1] - step[1])) / (2 * h)
-        assert float(np.sum(grads[i] * d)) == pytest.approx(fd, rel=1e-4)
+        assert float(np.sum(grads[i] * d)) == pytest.approx(fd, rel=2e-3, abs=1e-3 * scale)
 
 
 def _encode(cell):
@@ -440,32 +426,33 @@ def test_config_round_trip_default_tiny(tiny32):
     assert type(restored) is SearchNetwork and restored.get_config() == config
 
 
-def test_config_round_trip_same_output(tiny64):
-    model = tiny64
+def test_config_round_trip_same_output(tiny2):
+    model = tiny2
     config = model.get_config()
     for key, value in {"num_classes": 5, "layers": 3, "init_channels": 4, "steps": 2,
                        "multiplier": 2, "alpha_seed": 0}.items():
         assert config[key] == value
-    with _float64_policy():  # see test_from_config_keeps_dtype_policy
-        clone = SearchNetwork.from_config(config)
-        clone.build((None, 8, 8, 3))
+    clone = SearchNetwork.from_config(config)
+    clone.build((None, 8, 8, 3))
     assert clone.get_config() == config
     assert [w.shape for w in clone.get_weights()] == [w.shape for w in model.get_weights()]
     _set_alphas(model, *_random_alphas(6))
     clone.set_weights(model.get_weights())
     np.testing.assert_array_equal(clone.alphas_reduce.numpy(), model.alphas_reduce.numpy())
-    x = _images(seed=7, dtype=np.float64)
+    x = _images(seed=7)
     np.testing.assert_array_equal(clone(x, training=True).numpy(), model(x, training=True).numpy())
 
 
 @pytest.mark.xfail(strict=True, reason=(
-    "SearchNetwork/SearchCell/MixedOp do not forward their dtype policy to sublayers "
-    "(keras_darts/supernet.py:50-63, search_cells.py:26-30 and 74-84, ops.py:44-75): a float64 "
-    "model's config records dtype float64, but from_config under the default float32 policy "
-    "rebuilds float32 cells, so the round trip does not reproduce the model."))
-def test_from_config_keeps_dtype_policy(tiny64):
-    clone = SearchNetwork.from_config(tiny64.get_config())  # global policy: float32
-    assert clone.dtype_policy.name == "float64"
-    policies = {l.dtype_policy.name for l in clone._flatten_layers(include_self=False)
-                if l.dtype_policy is not None}
-    assert policies == {"float64"}
+    "SearchNetwork/SearchCell/MixedOp (and the ops) do not forward their dtype policy to their "
+    "sublayers (keras_darts/supernet.py:50-66, search_cells.py:26-34 and 76-87, ops.py conv2d/"
+    "depthwise_conv2d/batch_norm): SearchNetwork(dtype='mixed_float16') records that policy in "
+    "its config but every cell computes in the global policy (float32), and from_config cannot "
+    "reproduce a model built under another global policy."))
+def test_dtype_policy_reaches_cells():
+    model = SearchNetwork(**TINY2, dtype="mixed_float16")
+    for m in (model, SearchNetwork.from_config(model.get_config())):
+        assert m.dtype_policy.name == "mixed_float16"
+        policies = {l.dtype_policy.name for c in m.cells
+                    for l in c._flatten_layers(include_self=True)}
+        assert policies == {"mixed_float16"}

@@ -1,0 +1,87 @@
+#!/usr/bin/env python3
+"""Times full DARTS search steps (architecture step + weight step, as bin/search runs them).
+
+  python benchmarks/search_step.py --layers=8 --init_channels=16 --batch_size=64 --steps=5
+
+Random data, after `--warmup` steps (tracing and graph optimisation excluded). The last line printed
+is one JSON object: ms_per_step_median/min, images_per_s (total and per replica), peak_rss_mb, config.
+"""
+
+import json
+import os
+import resource
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from absl import flags  # noqa: E402
+
+from keras_darts.errors import quiet_import, run  # noqa: E402
+
+_LAYERS = flags.DEFINE_integer("layers", 8, "Cells.")
+_CHANNELS = flags.DEFINE_integer("init_channels", 16, "Initial channels.")
+_NODES = flags.DEFINE_integer("nodes", 4, "Intermediate nodes per cell.")
+_BATCH = flags.DEFINE_integer("batch_size", 64, "Global batch size.")
+_IMAGE = flags.DEFINE_integer("image_size", 32, "Square image size.")
+_UNROLLED = flags.DEFINE_bool("unrolled", False, "Second-order architecture gradient.")
+_STEPS = flags.DEFINE_integer("steps", 5, "Timed steps.")
+_WARMUP = flags.DEFINE_integer("warmup", 2, "Untimed steps first (include tracing).")
+_STRATEGY = flags.DEFINE_string("strategy", "one_device", "auto|one_device|mirrored|multi_worker.")
+_CPU_DEVICES = flags.DEFINE_integer("cpu_devices", 1, "Logical CPU devices (replicas on CPU).")
+_MIXED = flags.DEFINE_string("mixed_precision", "none", "none|bfloat16|float16.")
+_JIT = flags.DEFINE_bool("jit_compile", False, "XLA-compile forward/backward.")
+
+
+def main(argv):
+    del argv
+    np = quiet_import("numpy")
+    search_loop = quiet_import("keras_darts.search_loop")
+    data_lib = quiet_import("keras_darts.data")
+    distribute = quiet_import("keras_darts.distribute")
+    tf = quiet_import("tensorflow")
+
+    config = search_loop.SearchConfig(
+        dataset="synthetic", output_dir="unused", layers=_LAYERS.value,
+        init_channels=_CHANNELS.value, nodes=_NODES.value, batch_size=_BATCH.value, epochs=1,
+        unrolled=_UNROLLED.value, strategy=_STRATEGY.value, cpu_devices=_CPU_DEVICES.value,
+        mixed_precision=_MIXED.value, jit_compile=_JIT.value, augment="none")
+    config.validate()
+    distribute.set_mixed_precision(config.mixed_precision)
+    n = 2 * _BATCH.value
+    data = data_lib.synthetic_image_data(n, 0, (_IMAGE.value, _IMAGE.value, 3), 10, seed=0)
+    search = search_loop.SearchRun(config, data)
+    batch = next(iter(search.epoch_dataset(0, 0)))
+    t_start = time.perf_counter()
+    for _ in range(_WARMUP.value):
+        logs = search._train_fn(batch)
+        float(logs["train_loss_sum"])
+    warmup_s = time.perf_counter() - t_start
+    times = []
+    for _ in range(_STEPS.value):
+        t = time.perf_counter()
+        logs = search._train_fn(batch)
+        float(logs["train_loss_sum"])  # waits for the step to finish
+        times.append(time.perf_counter() - t)
+    ms = np.array(times) * 1e3
+    median = float(np.median(ms))
+    images_per_s = 1e3 * _BATCH.value / median
+    result = {
+        "ms_per_step_median": round(median, 1),
+        "ms_per_step_min": round(float(ms.min()), 1),
+        "images_per_s": round(images_per_s, 2),
+        "images_per_s_per_replica": round(images_per_s / search.replicas, 2),
+        "replicas": search.replicas,
+        "warmup_s": round(warmup_s, 1),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "weights": search.model.count_weight_parameters(),
+        "config": {k: getattr(config, k) for k in (
+            "layers", "init_channels", "nodes", "batch_size", "unrolled", "strategy",
+            "cpu_devices", "mixed_precision", "jit_compile")} | {"image_size": _IMAGE.value},
+        "tensorflow": tf.__version__,
+    }
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    run(main)

@@ -1,0 +1,124 @@
+"""What search and retrain runs share: output-dir checks, checkpoint restore, determinism, logs."""
+
+import json
+import math
+import os
+import sys
+
+import tensorflow as tf
+
+from keras_darts.errors import DivergenceError, UserError
+from keras_darts.io_utils import atomic_write_json
+
+CONFIG_FILE = "config.json"
+CHECKPOINT_SUBDIR = "checkpoints"
+
+
+def check_output_dir(output_dir, config, resume_neutral=()):
+    """Validates `--output_dir` without writing anything.
+
+    Returns True when it holds an earlier run of the same configuration (to resume). Raises
+    UserError when it is a file, is not writable, or holds a run of a different configuration.
+    """
+    flag = f"--output_dir={output_dir}"
+    if not output_dir:
+        raise UserError("--output_dir is required")
+    if os.path.exists(output_dir) and not os.path.isdir(output_dir):
+        raise UserError(f"{flag}: exists and is not a directory")
+    parent = output_dir if os.path.isdir(output_dir) else _existing_parent(output_dir)
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise UserError(f"{flag}: {parent} is not writable")
+    path = os.path.join(output_dir, CONFIG_FILE)
+    checkpoints = os.path.join(output_dir, CHECKPOINT_SUBDIR)
+    if not os.path.exists(path):
+        if os.path.isdir(checkpoints) and os.listdir(checkpoints):
+            raise UserError(f"{flag}: holds checkpoints but no {CONFIG_FILE}; use a new --output_dir")
+        return False
+    try:
+        with open(path) as f:
+            previous = json.load(f)
+        if not isinstance(previous, dict):
+            raise ValueError("not a JSON object")
+    except (OSError, ValueError) as e:
+        raise UserError(f"{flag}: cannot read {path} ({e}); use a new --output_dir") from None
+    previous = previous.get("config", previous)
+    differ = [k for k in sorted(set(config) | set(previous))
+              if k not in resume_neutral and previous.get(k) != config.get(k)]
+    if differ:
+        details = ", ".join(f"{k} {previous.get(k)!r} -> {config.get(k)!r}" for k in differ[:4])
+        raise UserError(f"{flag}: holds a run with an incompatible configuration ({details}); "
+                        "use a new --output_dir or the same flags")
+    return True
+
+
+def _existing_parent(path):
+    path = os.path.abspath(path)
+    while not os.path.exists(path):
+        path = os.path.dirname(path)
+    return path
+
+
+def write_config(output_dir, record):
+    os.makedirs(output_dir, exist_ok=True)
+    atomic_write_json(os.path.join(output_dir, CONFIG_FILE), record)
+
+
+def restore_latest(checkpoint, manager, directory):
+    """Restores the newest readable checkpoint, falling back to older ones with a warning.
+
+    Returns the path restored or None (fresh start). Raises UserError when checkpoints exist but
+    none can be read: a finished or long run is never silently restarted from scratch.
+    """
+    paths = list(reversed(manager.checkpoints))
+    for i, path in enumerate(paths):
+        try:
+            checkpoint.restore(path).assert_existing_objects_matched()
+        except (tf.errors.OpError, ValueError, AssertionError) as e:
+            reason = " ".join(str(e).split())[:160]
+            print(f"warning: checkpoint {path} is unreadable ({reason}); trying an older one",
+                  file=sys.stderr, flush=True)
+            continue
+        if i:
+            print(f"warning: resumed from older checkpoint {path}", file=sys.stderr, flush=True)
+        return path
+    if paths:
+        raise UserError(f"--output_dir={directory}: no readable checkpoint in "
+                        f"{os.path.join(directory, CHECKPOINT_SUBDIR)}; move it away to start over")
+    return None
+
+
+def set_determinism(seed, deterministic):
+    """Seeds Python, NumPy and TF; with `deterministic`, also turns on TF op determinism."""
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    if deterministic:
+        tf.config.experimental.enable_op_determinism()
+
+
+def check_finite(values, epoch, step, manager):
+    """Stops the run when a loss is NaN/Inf; the last good checkpoint stays as it is."""
+    bad = [k for k, v in values.items() if not math.isfinite(v)]
+    if bad:
+        kept = manager.latest_checkpoint if manager is not None else None
+        raise DivergenceError(
+            f"{bad[0]} became {values[bad[0]]} at epoch {epoch} step {step}; stopped. Last good "
+            f"checkpoint: {kept or 'none'}. Lower --learning_rate (or --arch_learning_rate)")
+
+
+class SummaryWriter:
+    """TensorBoard writer on the chief; a no-op elsewhere."""
+
+    def __init__(self, logdir, enabled):
+        self.writer = tf.summary.create_file_writer(logdir) if enabled else None
+
+    def scalars(self, values, step):
+        if self.writer is None:
+            return
+        with self.writer.as_default(step=step):
+            for k, v in values.items():
+                tf.summary.scalar(k, v)
+
+    def flush(self):
+        if self.writer is not None:
+            self.writer.flush()

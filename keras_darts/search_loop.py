@@ -1,0 +1,348 @@
+"""`bin/search`: the DARTS search run (reference: `train_search.py`), resumable and distributed.
+
+Per iteration: architecture step on a search-val batch, weight step on a search-train batch (both
+inside one `tf.function`, under `strategy.run`). Per epoch: evaluation on search-val, a line in
+`history.jsonl`, `genotype.json`, TensorBoard summaries and a checkpoint.
+
+Output dir: config.json, history.jsonl, genotype.json, checkpoints/, tensorboard/, figures/.
+"""
+
+import dataclasses
+import os
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from keras_darts import data as data_lib
+from keras_darts import distribute
+from keras_darts import genotype as genotype_lib
+from keras_darts import run_utils
+from keras_darts.architect import BilevelStep, LossScale
+from keras_darts.errors import UserError
+from keras_darts.io_utils import atomic_append_jsonl
+from keras_darts.ops import PRIMITIVES
+from keras_darts.optimizers import EpochCosineDecay, TorchSGD, arch_adam
+from keras_darts.supernet import SearchNetwork
+
+HISTORY_FILE = "history.jsonl"
+GENOTYPE_FILE = "genotype.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchConfig:
+    """Search hyperparameters; the defaults are the reference's (`train_search.py`)."""
+
+    dataset: str = "cifar10"
+    data_dir: str = None
+    output_dir: str = None
+    layers: int = 8
+    init_channels: int = 16
+    nodes: int = 4
+    batch_size: int = 64
+    epochs: int = 50
+    learning_rate: float = 0.025
+    learning_rate_min: float = 0.001
+    momentum: float = 0.9
+    weight_decay: float = 3e-4
+    arch_learning_rate: float = 3e-4
+    arch_weight_decay: float = 1e-3
+    grad_clip: float = 5.0
+    train_portion: float = 0.5
+    unrolled: bool = False
+    seed: int = 2
+    steps_per_epoch: int = None
+    augment: str = "auto"
+    strategy: str = "auto"
+    cpu_devices: int = 1
+    sync_bn: bool = False
+    mixed_precision: str = "none"
+    jit_compile: bool = False
+    deterministic: bool = False
+    checkpoint_every: int = 0
+
+    def validate(self):
+        checks = [
+            (self.layers >= 3, "--layers", self.layers, "must be >= 3 (two reduction cells)"),
+            (self.init_channels >= 2 and self.init_channels % 2 == 0, "--init_channels",
+             self.init_channels, "must be an even number >= 2"),
+            (self.nodes >= 1, "--nodes", self.nodes, "must be >= 1"),
+            (self.batch_size > 0, "--batch_size", self.batch_size, "must be > 0"),
+            (self.epochs > 0, "--epochs", self.epochs, "must be > 0"),
+            (0.0 < self.train_portion < 1.0, "--train_portion", self.train_portion,
+             "must be in (0, 1)"),
+            (self.learning_rate > 0, "--learning_rate", self.learning_rate, "must be > 0"),
+            (0 <= self.learning_rate_min <= self.learning_rate, "--learning_rate_min",
+             self.learning_rate_min, "must be in [0, --learning_rate]"),
+            (0 <= self.momentum < 1, "--momentum", self.momentum, "must be in [0, 1)"),
+            (self.weight_decay >= 0, "--weight_decay", self.weight_decay, "must be >= 0"),
+            (self.arch_learning_rate > 0, "--arch_learning_rate", self.arch_learning_rate,
+             "must be > 0"),
+            (self.arch_weight_decay >= 0, "--arch_weight_decay", self.arch_weight_decay,
+             "must be >= 0"),
+            (self.grad_clip >= 0, "--grad_clip", self.grad_clip, "must be >= 0 (0: no clipping)"),
+            (self.steps_per_epoch is None or self.steps_per_epoch > 0, "--steps_per_epoch",
+             self.steps_per_epoch, "must be > 0"),
+            (self.seed >= 0, "--seed", self.seed, "must be >= 0"),
+            (self.cpu_devices >= 1, "--cpu_devices", self.cpu_devices, "must be >= 1"),
+            (self.checkpoint_every >= 0, "--checkpoint_every", self.checkpoint_every,
+             "must be >= 0"),
+            (self.augment in data_lib.AUGMENT_CHOICES, "--augment", self.augment,
+             f"must be one of {', '.join(data_lib.AUGMENT_CHOICES)}"),
+            (self.strategy in distribute.STRATEGIES, "--strategy", self.strategy,
+             f"must be one of {', '.join(distribute.STRATEGIES)}"),
+            (self.mixed_precision in ("none", "bfloat16", "float16"), "--mixed_precision",
+             self.mixed_precision, "must be none, bfloat16 or float16"),
+        ]
+        for ok, flag, value, what in checks:
+            if not ok:
+                raise UserError(f"{flag}={value}: {what}")
+        for flag, value in (("--learning_rate", self.learning_rate),
+                            ("--arch_learning_rate", self.arch_learning_rate)):
+            if not np.isfinite(value):
+                raise UserError(f"{flag}={value}: must be a finite number")
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+
+# Changing these between runs in one output dir does not change what a resumed run computes.
+RESUME_NEUTRAL = ("output_dir", "data_dir", "checkpoint_every", "cpu_devices", "strategy")
+
+
+class SearchRun:
+    """Everything a search needs, built under one strategy scope."""
+
+    def __init__(self, config, data):
+        self.config = config
+        self.data = data
+        self.strategy = distribute.get_strategy(config.strategy, config.cpu_devices)
+        self.replicas = self.strategy.num_replicas_in_sync
+        if config.batch_size % self.replicas:
+            raise UserError(f"--batch_size={config.batch_size}: must be divisible by the "
+                            f"{self.replicas} replicas")
+        n = len(data.x_train)
+        self.train_idx, self.val_idx = data_lib.split_train_val(n, config.train_portion)
+        self.steps = min(
+            data_lib.steps_per_epoch(len(self.train_idx), config.batch_size, config.steps_per_epoch),
+            data_lib.steps_per_epoch(len(self.val_idx), config.batch_size, config.steps_per_epoch))
+        self.x_train, self.y_train = data.x_train[self.train_idx], data.y_train[self.train_idx]
+        self.x_val, self.y_val = data.x_train[self.val_idx], data.y_train[self.val_idx]
+        self.mean, self.std = data.mean, data.std
+
+        with self.strategy.scope():
+            self.model = SearchNetwork(
+                num_classes=data.num_classes, layers=config.layers,
+                init_channels=config.init_channels, steps=config.nodes, multiplier=config.nodes,
+                sync_bn=config.sync_bn, alpha_seed=config.seed, name="search_network")
+            self.model.build((None, *data.image_shape))
+            self.schedule = EpochCosineDecay(config.learning_rate, config.epochs, self.steps,
+                                             config.learning_rate_min)
+            self.weight_optimizer = TorchSGD(self.schedule, config.momentum, config.weight_decay)
+            self.arch_optimizer = arch_adam(config.arch_learning_rate)
+            self.weight_optimizer.build(self.model.trainable_variables)
+            self.arch_optimizer.build(self.model.arch_variables)
+            self.loss_scale = LossScale(config.mixed_precision == "float16")
+            self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
+            self.step_in_epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
+            # Running sums of the current epoch, so a mid-epoch resume logs the same figures.
+            self.sums = tf.Variable(tf.zeros(6, tf.float64), trainable=False, name="epoch_sums")
+            self.step = BilevelStep(
+                self.model, self.weight_optimizer, self.arch_optimizer, config.batch_size,
+                config.grad_clip, config.arch_weight_decay, config.unrolled, config.jit_compile,
+                self.loss_scale)
+            self.checkpoint = tf.train.Checkpoint(
+                model=self.model, weight_optimizer=self.weight_optimizer,
+                arch_optimizer=self.arch_optimizer, epoch=self.epoch,
+                step_in_epoch=self.step_in_epoch, epoch_sums=self.sums,
+                loss_scale=self.loss_scale.scale, loss_scale_good_steps=self.loss_scale.good_steps)
+        self._train_fn = tf.function(self._distributed_step)
+        self._eval_fn = tf.function(self._distributed_eval)
+
+    # === Steps ===
+    def _distributed_step(self, batch):
+        train, val = batch
+        out = self.strategy.run(self.step.replica_step, args=(train, val))
+        return {k: self.strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None)
+                for k, v in out.items()}
+
+    def _eval_replica(self, x, y):
+        return BilevelStep._stats(y, self.model(x, training=False))
+
+    def _distributed_eval(self, batch):
+        x, y = batch
+        out = self.strategy.run(self._eval_replica, args=(x, y))
+        return {k: self.strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None)
+                for k, v in out.items()}
+
+    def distribute(self, dataset):
+        options = tf.data.Options()
+        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+        options.deterministic = True
+        return self.strategy.experimental_distribute_dataset(dataset.with_options(options))
+
+    def epoch_dataset(self, epoch, start_step):
+        c = self.config
+        kw = dict(batch_size=c.batch_size, epoch=epoch, mean=self.mean, std=self.std,
+                  augment=c.augment, start_step=start_step, name=self.data.name)
+        # Different seeds: equal-sized halves must not share an order or augmentation.
+        train = data_lib.make_train_dataset(self.x_train, self.y_train, seed=c.seed, **kw)
+        val = data_lib.make_train_dataset(self.x_val, self.y_val, seed=c.seed + 1_000_003, **kw)
+        ds = tf.data.Dataset.zip((train, val)).take(self.steps - start_step)
+        return self.distribute(ds.prefetch(tf.data.AUTOTUNE))
+
+    def evaluate(self):
+        """Search-val loss/accuracy in inference mode (capped like the epoch when capped)."""
+        ds = data_lib.make_eval_dataset(self.x_val, self.y_val, self.config.batch_size,
+                                        self.mean, self.std)
+        if self.config.steps_per_epoch:
+            ds = ds.take(self.config.steps_per_epoch)
+        totals = np.zeros(3)
+        for batch in self.distribute(ds):
+            out = self._eval_fn(batch)
+            totals += [float(out["loss_sum"]), float(out["correct"]), float(out["count"])]
+        return totals[0] / max(totals[2], 1), totals[1] / max(totals[2], 1)
+
+    def softmax_alphas(self):
+        return (genotype_lib.softmax(self.model.alphas_normal.numpy()),
+                genotype_lib.softmax(self.model.alphas_reduce.numpy()))
+
+
+def run_record(config, data):
+    """config.json: the config plus what retrain and export need to know about the data."""
+    return {
+        "config": config.to_dict(),
+        "dataset_info": {
+            "name": data.name, "image_shape": list(data.image_shape),
+            "num_classes": data.num_classes,
+            "class_names": list(data.class_names) if data.class_names else None,
+            "mean": list(data.mean), "std": list(data.std),
+        },
+    }
+
+
+def run(config, quiet=False):
+    """Runs (or resumes) a search; returns the final Genotype."""
+    config.validate()
+    resuming = run_utils.check_output_dir(config.output_dir, config.to_dict(), RESUME_NEUTRAL)
+    data = data_lib.load_image_data(config.dataset, config.data_dir)
+    distribute.set_mixed_precision(config.mixed_precision)
+    run_utils.set_determinism(config.seed, config.deterministic)
+    search = SearchRun(config, data)
+    write_dir = distribute.WriteDir(config.output_dir, search.strategy)
+    try:
+        return _search(search, write_dir, resuming, quiet)
+    finally:
+        write_dir.cleanup()
+
+
+def _search(search, write_dir, resuming, quiet):
+    config = search.config
+    out = write_dir.path
+    chief = write_dir.chief
+    if chief and not resuming:
+        run_utils.write_config(out, run_record(config, search.data))
+    manager = tf.train.CheckpointManager(
+        search.checkpoint, os.path.join(out, run_utils.CHECKPOINT_SUBDIR), max_to_keep=3)
+    restored = run_utils.restore_latest(search.checkpoint, manager, config.output_dir)
+    start_epoch = int(search.epoch.numpy())
+    history_path = os.path.join(out, HISTORY_FILE)
+    genotype_path = os.path.join(out, GENOTYPE_FILE)
+    if start_epoch >= config.epochs:
+        print(f"search already finished ({config.epochs} epochs): {genotype_path}")
+        return search.model.genotype()
+    if restored:
+        print(f"resuming from {restored} (epoch {start_epoch + 1}, step "
+              f"{int(search.step_in_epoch.numpy()) + 1})")
+    summaries = run_utils.SummaryWriter(os.path.join(out, "tensorboard"), chief)
+    verbose = 1 if chief and not quiet else 0
+    print(f"search: {len(search.train_idx)} train / {len(search.val_idx)} val images, "
+          f"{search.steps} steps/epoch, {search.replicas} replica(s), "
+          f"{search.model.count_weight_parameters():,} weights")
+
+    for epoch in range(start_epoch, config.epochs):
+        start_step = int(search.step_in_epoch.numpy())
+        sums = search.sums.numpy().copy() if start_step else np.zeros(6)
+        lr = search.schedule.at_epoch(epoch)
+        print(f"epoch {epoch + 1}/{config.epochs}  lr {lr:.6f}")
+        bar = keras.utils.Progbar(search.steps, verbose=verbose,
+                                  stateful_metrics=["loss", "acc", "val_loss", "val_acc"])
+        t0 = time.time()
+        step = start_step
+        for batch in search.epoch_dataset(epoch, start_step):
+            logs = search._train_fn(batch)
+            values = {k: float(v) for k, v in logs.items()}
+            run_utils.check_finite({"train loss": values["train_loss_sum"],
+                                    "val loss": values["val_loss_sum"]}, epoch + 1, step + 1, manager)
+            sums += [values[k] for k in ("train_loss_sum", "train_correct", "train_count",
+                                         "val_loss_sum", "val_correct", "val_count")]
+            step += 1
+            bar.update(step, [("loss", sums[0] / sums[2]), ("acc", sums[1] / sums[2]),
+                              ("val_loss", sums[3] / sums[5]), ("val_acc", sums[4] / sums[5])])
+            if config.checkpoint_every and step % config.checkpoint_every == 0 and step < search.steps:
+                search.step_in_epoch.assign(step)
+                search.sums.assign(sums)
+                manager.save(checkpoint_number=epoch * search.steps + step)
+        val_loss, val_acc = search.evaluate()
+        alphas_normal, alphas_reduce = search.softmax_alphas()
+        genotype = search.model.genotype()
+        record = {
+            "epoch": epoch + 1,
+            "global_step": int(search.weight_optimizer.iterations.numpy()),
+            "learning_rate": lr,
+            "train_loss": sums[0] / sums[2], "train_accuracy": sums[1] / sums[2],
+            "arch_val_loss": sums[3] / sums[5], "arch_val_accuracy": sums[4] / sums[5],
+            "val_loss": val_loss, "val_accuracy": val_acc,
+            "alphas_normal": alphas_normal.tolist(), "alphas_reduce": alphas_reduce.tolist(),
+            "genotype": genotype.to_dict(), "primitives": list(PRIMITIVES),
+            "epoch_time_s": time.time() - t0,
+        }
+        if chief:
+            # History first, then the checkpoint: a crash between the two replays this epoch and
+            # `keep=epoch` drops the line written for it, so no epoch appears twice.
+            atomic_append_jsonl(history_path, record, keep=epoch)
+            genotype_lib.save_genotype(genotype, genotype_path)
+        _epoch_summaries(summaries, record, alphas_normal, alphas_reduce, genotype)
+        search.epoch.assign(epoch + 1)
+        search.step_in_epoch.assign(0)
+        search.sums.assign(np.zeros(6))
+        manager.save(checkpoint_number=(epoch + 1) * search.steps)
+        print(f"epoch {epoch + 1}: train loss {record['train_loss']:.4f} acc "
+              f"{record['train_accuracy']:.2%} | val loss {val_loss:.4f} acc {val_acc:.2%} | "
+              f"{record['epoch_time_s']:.1f}s | genotype {genotype}", flush=True)
+    summaries.flush()
+    genotype = search.model.genotype()
+    if chief:
+        _final_summary(genotype, config.output_dir)
+    return genotype
+
+
+def _epoch_summaries(summaries, record, alphas_normal, alphas_reduce, genotype):
+    if summaries.writer is None:
+        return
+    from keras_darts import visualize
+
+    epoch = record["epoch"]
+    summaries.scalars({f"search/{k}": record[k] for k in (
+        "train_loss", "train_accuracy", "val_loss", "val_accuracy", "arch_val_loss",
+        "arch_val_accuracy", "learning_rate")}, epoch)
+    for cell, alphas in (("normal", alphas_normal), ("reduce", alphas_reduce)):
+        summaries.scalars({f"alphas_{cell}/{op}": w for op, w in
+                           visualize.per_op_mean_weights(alphas, PRIMITIVES).items()}, epoch)
+    with summaries.writer.as_default(step=epoch):
+        tf.summary.image("alphas", visualize.alpha_heatmap_image(
+            alphas_normal, alphas_reduce, PRIMITIVES, title=f"epoch {epoch}"))
+        tf.summary.text("genotype", "\n\n".join(visualize.format_genotype(genotype)))
+    summaries.flush()
+
+
+def _final_summary(genotype, output_dir):
+    from keras_darts import visualize
+
+    try:
+        paths = visualize.render_search_outputs(output_dir)
+    except UserError as e:  # figures are a convenience; the genotype is already saved
+        print(f"warning: figures not drawn: {e}")
+        paths = {}
+    print(visualize.format_summary(genotype, paths, output_dir))
