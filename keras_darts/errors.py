@@ -47,8 +47,9 @@ def parse_flags(argv):
 
 def run(main):
     """`app.run` for keras-darts binaries: one-line errors for bad flags and `UserError`s."""
-    from absl import app
+    from absl import app, logging
 
+    logging.set_verbosity(logging.WARNING)  # TF's INFO lines (saver, signatures) are noise here
     app.run(lambda argv: run_main(main, argv), flags_parser=parse_flags)
 
 

@@ -134,6 +134,17 @@ def _versions(model_dir):
                   if n.isdigit() and os.path.isdir(os.path.join(model_dir, n)))
 
 
+def check_version_free(export_dir, model_name, version, overwrite):
+    """Fails early (before hours of training) when an explicit --version already exists."""
+    if version is None or overwrite:
+        return
+    final = os.path.join(export_dir, model_name, str(version))
+    if os.path.exists(final):
+        raise UserError(f"--version={version}: {final} already exists; pass --overwrite to replace it")
+    if os.path.exists(export_dir) and not os.path.isdir(export_dir):
+        raise UserError(f"--export_dir={export_dir}: exists and is not a directory")
+
+
 def _json_safe(obj):
     """Model configs may hold numpy scalars or dtype-policy objects; keep what JSON can hold."""
     return json.loads(json.dumps(obj, default=lambda o: o.item() if hasattr(o, "item") else str(o)))

@@ -1,0 +1,374 @@
+"""`bin/retrain`: trains a genotype's network from scratch (reference: `train.py`) and exports it.
+
+Per epoch: training with drop path (probability ramped linearly with the epoch) and the auxiliary
+head, evaluation on the test split (top-1, top-5), TensorBoard scalars, a checkpoint. At the end:
+`metrics.json` and, with `--export_dir`, a SavedModel version for TF Serving.
+"""
+
+import dataclasses
+import os
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from keras_darts import data as data_lib
+from keras_darts import distribute
+from keras_darts import genotype as genotype_lib
+from keras_darts import run_utils
+from keras_darts.architect import LossScale, all_reduce_sum, apply_gradients
+from keras_darts.errors import UserError
+from keras_darts.io_utils import atomic_write_json
+from keras_darts.network import VARIANTS, build_network_from_config, count_parameters
+from keras_darts.optimizers import EpochCosineDecay, TorchSGD
+
+METRICS_FILE = "metrics.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class RetrainConfig:
+    """Retrain hyperparameters; the defaults are the reference's CIFAR setting (`train.py`, run
+    with `--auxiliary --cutout` as the paper's results were)."""
+
+    genotype: str = "DARTS_V2"
+    dataset: str = "cifar10"
+    data_dir: str = None
+    test_dataset: str = None
+    output_dir: str = None
+    variant: str = "cifar"
+    layers: int = 20
+    init_channels: int = 36
+    batch_size: int = 96
+    epochs: int = 600
+    learning_rate: float = 0.025
+    learning_rate_min: float = 0.0
+    momentum: float = 0.9
+    weight_decay: float = 3e-4
+    grad_clip: float = 5.0
+    auxiliary: bool = True
+    auxiliary_weight: float = 0.4
+    cutout: bool = True
+    cutout_length: int = 16
+    drop_path_prob: float = 0.2
+    augment: str = "auto"
+    seed: int = 0
+    steps_per_epoch: int = None
+    eval_steps: int = None
+    strategy: str = "auto"
+    cpu_devices: int = 1
+    sync_bn: bool = False
+    mixed_precision: str = "none"
+    jit_compile: bool = False
+    deterministic: bool = False
+    checkpoint_every: int = 0
+    export_dir: str = None
+    model_name: str = "darts"
+    version: int = None
+    overwrite: bool = False
+
+    def validate(self):
+        checks = [
+            (self.variant in VARIANTS, "--variant", self.variant,
+             f"must be one of {', '.join(VARIANTS)}"),
+            (self.layers >= 3, "--layers", self.layers, "must be >= 3 (two reduction cells)"),
+            (self.init_channels >= 2 and self.init_channels % 2 == 0, "--init_channels",
+             self.init_channels, "must be an even number >= 2"),
+            (self.batch_size > 0, "--batch_size", self.batch_size, "must be > 0"),
+            (self.epochs > 0, "--epochs", self.epochs, "must be > 0"),
+            (self.learning_rate > 0 and np.isfinite(self.learning_rate), "--learning_rate",
+             self.learning_rate, "must be a finite number > 0"),
+            (0 <= self.learning_rate_min <= self.learning_rate, "--learning_rate_min",
+             self.learning_rate_min, "must be in [0, --learning_rate]"),
+            (0 <= self.momentum < 1, "--momentum", self.momentum, "must be in [0, 1)"),
+            (self.weight_decay >= 0, "--weight_decay", self.weight_decay, "must be >= 0"),
+            (self.grad_clip >= 0, "--grad_clip", self.grad_clip, "must be >= 0 (0: no clipping)"),
+            (self.auxiliary_weight >= 0, "--auxiliary_weight", self.auxiliary_weight,
+             "must be >= 0"),
+            (self.cutout_length > 0, "--cutout_length", self.cutout_length, "must be > 0"),
+            (0 <= self.drop_path_prob < 1, "--drop_path_prob", self.drop_path_prob,
+             "must be in [0, 1)"),
+            (self.augment in data_lib.AUGMENT_CHOICES, "--augment", self.augment,
+             f"must be one of {', '.join(data_lib.AUGMENT_CHOICES)}"),
+            (self.seed >= 0, "--seed", self.seed, "must be >= 0"),
+            (self.steps_per_epoch is None or self.steps_per_epoch > 0, "--steps_per_epoch",
+             self.steps_per_epoch, "must be > 0"),
+            (self.eval_steps is None or self.eval_steps > 0, "--eval_steps", self.eval_steps,
+             "must be > 0"),
+            (self.strategy in distribute.STRATEGIES, "--strategy", self.strategy,
+             f"must be one of {', '.join(distribute.STRATEGIES)}"),
+            (self.cpu_devices >= 1, "--cpu_devices", self.cpu_devices, "must be >= 1"),
+            (self.mixed_precision in ("none", "bfloat16", "float16"), "--mixed_precision",
+             self.mixed_precision, "must be none, bfloat16 or float16"),
+            (self.checkpoint_every >= 0, "--checkpoint_every", self.checkpoint_every,
+             "must be >= 0"),
+            (self.version is None or self.version >= 1, "--version", self.version,
+             "must be a positive integer"),
+            (bool(self.model_name) and "/" not in self.model_name and self.model_name[0] != ".",
+             "--model_name", self.model_name, "must be a plain folder name"),
+        ]
+        for ok, flag, value, what in checks:
+            if not ok:
+                raise UserError(f"{flag}={value}: {what}")
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+
+RESUME_NEUTRAL = ("output_dir", "data_dir", "checkpoint_every", "cpu_devices", "strategy",
+                  "export_dir", "model_name", "version", "overwrite", "eval_steps")
+
+
+def model_record(config, genotype, data):
+    """config.json of a retrain run: the flags plus what export needs to rebuild the model."""
+    return {
+        **config.to_dict(),
+        "genotype_spec": config.genotype,
+        "genotype": genotype.to_dict(),
+        "num_classes": data.num_classes,
+        "image_shape": list(data.image_shape),
+        "mean": list(data.mean),
+        "std": list(data.std),
+        "class_names": list(data.class_names) if data.class_names else None,
+    }
+
+
+class RetrainRun:
+    """Model, optimiser, step and checkpoint of a retrain, built under one strategy scope."""
+
+    def __init__(self, config, data, genotype):
+        self.config = config
+        self.data = data
+        self.strategy = distribute.get_strategy(config.strategy, config.cpu_devices)
+        self.replicas = self.strategy.num_replicas_in_sync
+        if config.batch_size % self.replicas:
+            raise UserError(f"--batch_size={config.batch_size}: must be divisible by the "
+                            f"{self.replicas} replicas")
+        self.steps = data_lib.steps_per_epoch(len(data.x_train), config.batch_size,
+                                              config.steps_per_epoch)
+        self.record = model_record(config, genotype, data)
+        self.use_aux = config.auxiliary and config.auxiliary_weight > 0
+        with self.strategy.scope():
+            try:
+                self.model = build_network_from_config(self.record)
+            except ValueError as e:
+                raise UserError(f"--genotype={config.genotype}: cannot build the network ({e})") from None
+            self.schedule = EpochCosineDecay(config.learning_rate, config.epochs, self.steps,
+                                             config.learning_rate_min)
+            self.optimizer = TorchSGD(self.schedule, config.momentum, config.weight_decay)
+            self.optimizer.build(self.model.trainable_variables)
+            self.loss_scale = LossScale(config.mixed_precision == "float16")
+            self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
+            self.step_in_epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
+            self.sums = tf.Variable(tf.zeros(3, tf.float64), trainable=False, name="epoch_sums")
+            self.elapsed = tf.Variable(0.0, dtype=tf.float64, trainable=False, name="elapsed_s")
+            # Drop-path RNG states: a resumed run draws the masks an uninterrupted one would.
+            rng = {str(i): v for i, v in enumerate(
+                v for v in self.model.non_trainable_variables if "seed_generator" in v.path)}
+            self.checkpoint = tf.train.Checkpoint(
+                model=self.model, optimizer=self.optimizer, epoch=self.epoch,
+                step_in_epoch=self.step_in_epoch, epoch_sums=self.sums, elapsed_s=self.elapsed,
+                loss_scale=self.loss_scale.scale,
+                loss_scale_good_steps=self.loss_scale.good_steps, rng=rng)
+        wrap = (lambda f: tf.function(f, jit_compile=True)) if config.jit_compile else (lambda f: f)
+        self._grads = wrap(self._grads_fn)
+        self._train_fn = tf.function(self._distributed_step)
+        self._eval_fn = tf.function(self._distributed_eval)
+
+    def _loss(self, labels, logits):
+        per_example = keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True)
+        return tf.nn.compute_average_loss(per_example, global_batch_size=self.config.batch_size)
+
+    def _grads_fn(self, x, y):
+        with tf.GradientTape() as tape:
+            if self.use_aux:
+                logits, logits_aux = self.model(x, training=True, return_aux=True)
+                loss = self._loss(y, logits) + self.config.auxiliary_weight * self._loss(y, logits_aux)
+            else:
+                logits = self.model(x, training=True)
+                loss = self._loss(y, logits)
+            scaled = loss * self.loss_scale.scale if self.loss_scale.enabled else loss
+        grads = tape.gradient(scaled, self.model.trainable_variables)
+        return grads, logits
+
+    def _replica_step(self, x, y):
+        grads, logits = self._grads(x, y)
+        if self.loss_scale.enabled:
+            grads = [tf.cast(g, tf.float32) / self.loss_scale.scale for g in grads]
+        grads = all_reduce_sum(grads)
+        finite = None
+        if self.loss_scale.enabled:
+            finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in grads])
+        if self.config.grad_clip > 0:
+            grads, _ = tf.clip_by_global_norm(grads, self.config.grad_clip)
+        apply_gradients(self.optimizer, grads, self.model.trainable_variables, finite,
+                        self.loss_scale if self.loss_scale.enabled else None)
+        per_example = keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True)
+        correct = tf.equal(tf.argmax(logits, -1, output_type=tf.int32), tf.cast(y, tf.int32))
+        return {"loss_sum": tf.reduce_sum(per_example),
+                "correct": tf.reduce_sum(tf.cast(correct, tf.float32)),
+                "count": tf.cast(tf.shape(y)[0], tf.float32)}
+
+    def _distributed_step(self, batch):
+        x, y = batch
+        out = self.strategy.run(self._replica_step, args=(x, y))
+        return {k: self.strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None)
+                for k, v in out.items()}
+
+    def _eval_replica(self, x, y):
+        logits = self.model(x, training=False)
+        per_example = keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True)
+        y = tf.cast(y, tf.int32)
+        top1 = tf.equal(tf.argmax(logits, -1, output_type=tf.int32), y)
+        k = min(5, self.data.num_classes)
+        top5 = tf.math.in_top_k(y, logits, k)
+        return {"loss_sum": tf.reduce_sum(per_example),
+                "correct": tf.reduce_sum(tf.cast(top1, tf.float32)),
+                "correct5": tf.reduce_sum(tf.cast(top5, tf.float32)),
+                "count": tf.cast(tf.shape(y)[0], tf.float32)}
+
+    def _distributed_eval(self, batch):
+        x, y = batch
+        out = self.strategy.run(self._eval_replica, args=(x, y))
+        return {k: self.strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None)
+                for k, v in out.items()}
+
+    def distribute(self, dataset):
+        options = tf.data.Options()
+        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+        options.deterministic = True
+        return self.strategy.experimental_distribute_dataset(dataset.with_options(options))
+
+    def epoch_dataset(self, epoch, start_step):
+        c = self.config
+        ds = data_lib.make_train_dataset(
+            self.data.x_train, self.data.y_train, c.batch_size, c.seed, epoch, self.data.mean,
+            self.data.std, augment=c.augment, cutout_length=c.cutout_length if c.cutout else 0,
+            start_step=start_step, name=self.data.name)
+        return self.distribute(ds.take(self.steps - start_step))
+
+    def evaluate(self):
+        """Test loss, top-1 and top-5 accuracy (inference mode: no drop path, no aux head)."""
+        ds = data_lib.make_eval_dataset(self.data.x_test, self.data.y_test, self.config.batch_size,
+                                        self.data.mean, self.data.std)
+        if self.config.eval_steps:
+            ds = ds.take(self.config.eval_steps)
+        totals = np.zeros(4)
+        for batch in self.distribute(ds):
+            out = self._eval_fn(batch)
+            totals += [float(out[k]) for k in ("loss_sum", "correct", "correct5", "count")]
+        n = max(totals[3], 1)
+        return {"test_loss": totals[0] / n, "test_accuracy": totals[1] / n,
+                "test_top5_accuracy": totals[2] / n, "test_examples": int(totals[3])}
+
+
+def run(config, quiet=False):
+    """Runs (or resumes) a retrain; returns the metrics dict (and exports with --export_dir)."""
+    config.validate()
+    genotype = genotype_lib.load_genotype(config.genotype)
+    resuming = run_utils.check_output_dir(config.output_dir, config.to_dict(), RESUME_NEUTRAL)
+    if config.export_dir:
+        from keras_darts.export import check_version_free
+
+        check_version_free(config.export_dir, config.model_name, config.version, config.overwrite)
+    data = data_lib.load_image_data(config.dataset, config.data_dir, config.test_dataset,
+                                    need_test=True)
+    distribute.set_mixed_precision(config.mixed_precision)
+    run_utils.set_determinism(config.seed, config.deterministic)
+    retrain = RetrainRun(config, data, genotype)
+    write_dir = distribute.WriteDir(config.output_dir, retrain.strategy)
+    try:
+        return _retrain(retrain, write_dir, resuming, quiet)
+    finally:
+        write_dir.cleanup()
+
+
+def _retrain(retrain, write_dir, resuming, quiet):
+    config = retrain.config
+    out, chief = write_dir.path, write_dir.chief
+    if chief and not resuming:
+        run_utils.write_config(out, retrain.record)
+    manager = tf.train.CheckpointManager(
+        retrain.checkpoint, os.path.join(out, run_utils.CHECKPOINT_SUBDIR), max_to_keep=3)
+    restored = run_utils.restore_latest(retrain.checkpoint, manager, config.output_dir)
+    start_epoch = int(retrain.epoch.numpy())
+    metrics_path = os.path.join(out, METRICS_FILE)
+    params = count_parameters(retrain.model)
+    if restored and start_epoch < config.epochs:
+        print(f"resuming from {restored} (epoch {start_epoch + 1}, step "
+              f"{int(retrain.step_in_epoch.numpy()) + 1})")
+    summaries = run_utils.SummaryWriter(os.path.join(out, "tensorboard"), chief)
+    verbose = 1 if chief and not quiet else 0
+    print(f"retrain: {len(retrain.data.x_train)} train / {len(retrain.data.x_test)} test images, "
+          f"{retrain.steps} steps/epoch, {retrain.replicas} replica(s), {params:,} parameters "
+          f"(auxiliary head excluded)")
+    test = None
+    for epoch in range(start_epoch, config.epochs):
+        start_step = int(retrain.step_in_epoch.numpy())
+        sums = retrain.sums.numpy().copy() if start_step else np.zeros(3)
+        drop_prob = config.drop_path_prob * epoch / config.epochs
+        retrain.model.set_drop_path_prob(drop_prob)
+        lr = retrain.schedule.at_epoch(epoch)
+        print(f"epoch {epoch + 1}/{config.epochs}  lr {lr:.6f}  drop_path_prob {drop_prob:.4f}")
+        bar = keras.utils.Progbar(retrain.steps, verbose=verbose, stateful_metrics=["loss", "acc"])
+        t0 = time.time()
+        step = start_step
+        for batch in retrain.epoch_dataset(epoch, start_step):
+            logs = {k: float(v) for k, v in retrain._train_fn(batch).items()}
+            run_utils.check_finite({"train loss": logs["loss_sum"]}, epoch + 1, step + 1, manager)
+            sums += [logs["loss_sum"], logs["correct"], logs["count"]]
+            step += 1
+            bar.update(step, [("loss", sums[0] / sums[2]), ("acc", sums[1] / sums[2])])
+            if config.checkpoint_every and step % config.checkpoint_every == 0 and step < retrain.steps:
+                retrain.step_in_epoch.assign(step)
+                retrain.sums.assign(sums)
+                manager.save(checkpoint_number=epoch * retrain.steps + step)
+        test = retrain.evaluate()
+        record = {"epoch": epoch + 1, "learning_rate": lr, "drop_path_prob": drop_prob,
+                  "train_loss": sums[0] / sums[2], "train_accuracy": sums[1] / sums[2], **test,
+                  "epoch_time_s": time.time() - t0}
+        summaries.scalars({f"retrain/{k}": record[k] for k in (
+            "train_loss", "train_accuracy", "test_loss", "test_accuracy", "test_top5_accuracy",
+            "learning_rate", "drop_path_prob")}, epoch + 1)
+        summaries.flush()
+        retrain.elapsed.assign_add(record["epoch_time_s"])
+        retrain.epoch.assign(epoch + 1)
+        retrain.step_in_epoch.assign(0)
+        retrain.sums.assign(np.zeros(3))
+        manager.save(checkpoint_number=(epoch + 1) * retrain.steps)
+        print(f"epoch {epoch + 1}: train loss {record['train_loss']:.4f} acc "
+              f"{record['train_accuracy']:.2%} | test loss {test['test_loss']:.4f} acc "
+              f"{test['test_accuracy']:.2%} top-5 {test['test_top5_accuracy']:.2%} | "
+              f"{record['epoch_time_s']:.1f}s", flush=True)
+    if test is None:  # already finished: report what metrics.json says
+        print(f"retrain already finished ({config.epochs} epochs): {metrics_path}")
+        metrics = _read_metrics(metrics_path) or retrain.evaluate()
+    else:
+        metrics = {**test, "parameters": params, "epochs": config.epochs,
+                   # Training + evaluation time over all sessions of this run (checkpointed).
+                   "wall_time_s": round(float(retrain.elapsed.numpy()), 1),
+                   "genotype": retrain.record["genotype"]}
+        if chief:
+            atomic_write_json(metrics_path, metrics)
+    if config.export_dir and chief:
+        from keras_darts.export import export_saved_model
+
+        path = export_saved_model(
+            retrain.model, config.export_dir, config.model_name, config.version,
+            image_shape=retrain.record["image_shape"], mean=retrain.record["mean"],
+            std=retrain.record["std"], class_names=retrain.record["class_names"],
+            overwrite=config.overwrite,
+            metadata={"run_dir": os.path.abspath(config.output_dir), "retrain_config": retrain.record})
+        print(f"exported SavedModel: {path}")
+        metrics["export_path"] = path
+    return metrics
+
+
+def _read_metrics(path):
+    import json
+
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
