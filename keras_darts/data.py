@@ -27,10 +27,10 @@ import zlib
 import numpy as np
 import tensorflow as tf
 
+from keras_darts.config import AUGMENT_CHOICES
 from keras_darts.errors import UserError
 
 PAD = 4  # Pixels of zero padding before the random crop (reference: RandomCrop(32, padding=4)).
-AUGMENT_CHOICES = ("auto", "none", "crop", "crop_flip")
 # Datasets whose mirror image is another class or no class at all (digits, letters).
 NO_FLIP_DATASETS = frozenset({"mnist", "fashion_mnist", "emnist", "kmnist", "svhn_cropped"})
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif")

@@ -7,9 +7,9 @@ import tempfile
 
 import tensorflow as tf
 
+from keras_darts.config import MIXED_PRECISION, STRATEGIES
 from keras_darts.errors import UserError
 
-STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker")
 
 
 def split_cpu(num_devices):
@@ -91,7 +91,7 @@ def set_mixed_precision(mode):
     """`--mixed_precision`: none|bfloat16|float16. Variables stay float32 (Keras mixed policies)."""
     import keras
 
-    policies = {"none": "float32", "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}
+    policies = dict(zip(MIXED_PRECISION, ("float32", "mixed_bfloat16", "mixed_float16")))
     if mode not in policies:
         raise UserError(f"--mixed_precision={mode}: expected one of {', '.join(policies)}")
     keras.mixed_precision.set_global_policy(policies[mode])

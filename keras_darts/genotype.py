@@ -12,7 +12,18 @@ import os
 import numpy as np
 
 from keras_darts.errors import UserError
-from keras_darts.ops import PRIMITIVES
+
+# The order fixes the columns of the alpha matrices.
+PRIMITIVES = (
+    "none",
+    "max_pool_3x3",
+    "avg_pool_3x3",
+    "skip_connect",
+    "sep_conv_3x3",
+    "sep_conv_5x5",
+    "dil_conv_3x3",
+    "dil_conv_5x5",
+)
 
 # Ops a genotype may use: every primitive but `none`, which derivation never picks.
 GENOTYPE_OPS = tuple(p for p in PRIMITIVES if p != "none")

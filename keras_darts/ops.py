@@ -18,19 +18,9 @@ deliberate:
 import keras
 from keras import ops as K
 
-PACKAGE = "keras_darts"
+from keras_darts.genotype import PRIMITIVES  # noqa: F401 (re-exported: ops are built in this order)
 
-# The order fixes the columns of the alpha matrices.
-PRIMITIVES = (
-    "none",
-    "max_pool_3x3",
-    "avg_pool_3x3",
-    "skip_connect",
-    "sep_conv_3x3",
-    "sep_conv_5x5",
-    "dil_conv_3x3",
-    "dil_conv_5x5",
-)
+PACKAGE = "keras_darts"
 
 BN_EPSILON = 1e-5
 BN_MOMENTUM = 0.9  # PyTorch momentum 0.1: running = 0.9 * running + 0.1 * batch.

@@ -5,7 +5,6 @@ head, evaluation on the test split (top-1, top-5), TensorBoard scalars, a checkp
 `metrics.json` and, with `--export_dir`, a SavedModel version for TF Serving.
 """
 
-import dataclasses
 import os
 import time
 
@@ -18,105 +17,13 @@ from keras_darts import distribute
 from keras_darts import genotype as genotype_lib
 from keras_darts import run_utils
 from keras_darts.architect import LossScale, all_reduce_sum, apply_gradients
+from keras_darts.config import RETRAIN_RESUME_NEUTRAL, RetrainConfig  # noqa: F401 (re-export)
 from keras_darts.errors import UserError
 from keras_darts.io_utils import atomic_write_json
-from keras_darts.network import VARIANTS, build_network_from_config, count_parameters
+from keras_darts.network import build_network_from_config, count_parameters
 from keras_darts.optimizers import EpochCosineDecay, TorchSGD
 
 METRICS_FILE = "metrics.json"
-
-
-@dataclasses.dataclass(frozen=True)
-class RetrainConfig:
-    """Retrain hyperparameters; the defaults are the reference's CIFAR setting (`train.py`, run
-    with `--auxiliary --cutout` as the paper's results were)."""
-
-    genotype: str = "DARTS_V2"
-    dataset: str = "cifar10"
-    data_dir: str = None
-    test_dataset: str = None
-    output_dir: str = None
-    variant: str = "cifar"
-    layers: int = 20
-    init_channels: int = 36
-    batch_size: int = 96
-    epochs: int = 600
-    learning_rate: float = 0.025
-    learning_rate_min: float = 0.0
-    momentum: float = 0.9
-    weight_decay: float = 3e-4
-    grad_clip: float = 5.0
-    auxiliary: bool = True
-    auxiliary_weight: float = 0.4
-    cutout: bool = True
-    cutout_length: int = 16
-    drop_path_prob: float = 0.2
-    augment: str = "auto"
-    seed: int = 0
-    steps_per_epoch: int = None
-    eval_steps: int = None
-    strategy: str = "auto"
-    cpu_devices: int = 1
-    sync_bn: bool = False
-    mixed_precision: str = "none"
-    jit_compile: bool = False
-    deterministic: bool = False
-    checkpoint_every: int = 0
-    export_dir: str = None
-    model_name: str = "darts"
-    version: int = None
-    overwrite: bool = False
-
-    def validate(self):
-        checks = [
-            (self.variant in VARIANTS, "--variant", self.variant,
-             f"must be one of {', '.join(VARIANTS)}"),
-            (self.layers >= 3, "--layers", self.layers, "must be >= 3 (two reduction cells)"),
-            (self.init_channels >= 2 and self.init_channels % 2 == 0, "--init_channels",
-             self.init_channels, "must be an even number >= 2"),
-            (self.batch_size > 0, "--batch_size", self.batch_size, "must be > 0"),
-            (self.epochs > 0, "--epochs", self.epochs, "must be > 0"),
-            (self.learning_rate > 0 and np.isfinite(self.learning_rate), "--learning_rate",
-             self.learning_rate, "must be a finite number > 0"),
-            (0 <= self.learning_rate_min <= self.learning_rate, "--learning_rate_min",
-             self.learning_rate_min, "must be in [0, --learning_rate]"),
-            (0 <= self.momentum < 1, "--momentum", self.momentum, "must be in [0, 1)"),
-            (self.weight_decay >= 0, "--weight_decay", self.weight_decay, "must be >= 0"),
-            (self.grad_clip >= 0, "--grad_clip", self.grad_clip, "must be >= 0 (0: no clipping)"),
-            (self.auxiliary_weight >= 0, "--auxiliary_weight", self.auxiliary_weight,
-             "must be >= 0"),
-            (self.cutout_length > 0, "--cutout_length", self.cutout_length, "must be > 0"),
-            (0 <= self.drop_path_prob < 1, "--drop_path_prob", self.drop_path_prob,
-             "must be in [0, 1)"),
-            (self.augment in data_lib.AUGMENT_CHOICES, "--augment", self.augment,
-             f"must be one of {', '.join(data_lib.AUGMENT_CHOICES)}"),
-            (self.seed >= 0, "--seed", self.seed, "must be >= 0"),
-            (self.steps_per_epoch is None or self.steps_per_epoch > 0, "--steps_per_epoch",
-             self.steps_per_epoch, "must be > 0"),
-            (self.eval_steps is None or self.eval_steps > 0, "--eval_steps", self.eval_steps,
-             "must be > 0"),
-            (self.strategy in distribute.STRATEGIES, "--strategy", self.strategy,
-             f"must be one of {', '.join(distribute.STRATEGIES)}"),
-            (self.cpu_devices >= 1, "--cpu_devices", self.cpu_devices, "must be >= 1"),
-            (self.mixed_precision in ("none", "bfloat16", "float16"), "--mixed_precision",
-             self.mixed_precision, "must be none, bfloat16 or float16"),
-            (self.checkpoint_every >= 0, "--checkpoint_every", self.checkpoint_every,
-             "must be >= 0"),
-            (self.version is None or self.version >= 1, "--version", self.version,
-             "must be a positive integer"),
-            (bool(self.model_name) and "/" not in self.model_name and self.model_name[0] != ".",
-             "--model_name", self.model_name, "must be a plain folder name"),
-        ]
-        for ok, flag, value, what in checks:
-            if not ok:
-                raise UserError(f"{flag}={value}: {what}")
-
-    def to_dict(self):
-        return dataclasses.asdict(self)
-
-
-RESUME_NEUTRAL = ("output_dir", "data_dir", "checkpoint_every", "cpu_devices", "strategy",
-                  "export_dir", "model_name", "version", "overwrite", "eval_steps")
 
 
 def model_record(config, genotype, data):
@@ -266,7 +173,7 @@ def run(config, quiet=False):
     """Runs (or resumes) a retrain; returns the metrics dict (and exports with --export_dir)."""
     config.validate()
     genotype = genotype_lib.load_genotype(config.genotype)
-    resuming = run_utils.check_output_dir(config.output_dir, config.to_dict(), RESUME_NEUTRAL)
+    resuming = run_utils.check_output_dir(config.output_dir, config.to_dict(), RETRAIN_RESUME_NEUTRAL)
     if config.export_dir:
         from keras_darts.export import check_version_free
 

@@ -7,7 +7,6 @@ inside one `tf.function`, under `strategy.run`). Per epoch: evaluation on search
 Output dir: config.json, history.jsonl, genotype.json, checkpoints/, tensorboard/, figures/.
 """
 
-import dataclasses
 import os
 import time
 
@@ -20,6 +19,7 @@ from keras_darts import distribute
 from keras_darts import genotype as genotype_lib
 from keras_darts import run_utils
 from keras_darts.architect import BilevelStep, LossScale
+from keras_darts.config import SEARCH_RESUME_NEUTRAL, SearchConfig  # noqa: F401 (re-export)
 from keras_darts.errors import UserError
 from keras_darts.io_utils import atomic_append_jsonl
 from keras_darts.ops import PRIMITIVES
@@ -28,87 +28,6 @@ from keras_darts.supernet import SearchNetwork
 
 HISTORY_FILE = "history.jsonl"
 GENOTYPE_FILE = "genotype.json"
-
-
-@dataclasses.dataclass(frozen=True)
-class SearchConfig:
-    """Search hyperparameters; the defaults are the reference's (`train_search.py`)."""
-
-    dataset: str = "cifar10"
-    data_dir: str = None
-    output_dir: str = None
-    layers: int = 8
-    init_channels: int = 16
-    nodes: int = 4
-    batch_size: int = 64
-    epochs: int = 50
-    learning_rate: float = 0.025
-    learning_rate_min: float = 0.001
-    momentum: float = 0.9
-    weight_decay: float = 3e-4
-    arch_learning_rate: float = 3e-4
-    arch_weight_decay: float = 1e-3
-    grad_clip: float = 5.0
-    train_portion: float = 0.5
-    unrolled: bool = False
-    seed: int = 2
-    steps_per_epoch: int = None
-    augment: str = "auto"
-    strategy: str = "auto"
-    cpu_devices: int = 1
-    sync_bn: bool = False
-    mixed_precision: str = "none"
-    jit_compile: bool = False
-    deterministic: bool = False
-    checkpoint_every: int = 0
-
-    def validate(self):
-        checks = [
-            (self.layers >= 3, "--layers", self.layers, "must be >= 3 (two reduction cells)"),
-            (self.init_channels >= 2 and self.init_channels % 2 == 0, "--init_channels",
-             self.init_channels, "must be an even number >= 2"),
-            (self.nodes >= 1, "--nodes", self.nodes, "must be >= 1"),
-            (self.batch_size > 0, "--batch_size", self.batch_size, "must be > 0"),
-            (self.epochs > 0, "--epochs", self.epochs, "must be > 0"),
-            (0.0 < self.train_portion < 1.0, "--train_portion", self.train_portion,
-             "must be in (0, 1)"),
-            (self.learning_rate > 0, "--learning_rate", self.learning_rate, "must be > 0"),
-            (0 <= self.learning_rate_min <= self.learning_rate, "--learning_rate_min",
-             self.learning_rate_min, "must be in [0, --learning_rate]"),
-            (0 <= self.momentum < 1, "--momentum", self.momentum, "must be in [0, 1)"),
-            (self.weight_decay >= 0, "--weight_decay", self.weight_decay, "must be >= 0"),
-            (self.arch_learning_rate > 0, "--arch_learning_rate", self.arch_learning_rate,
-             "must be > 0"),
-            (self.arch_weight_decay >= 0, "--arch_weight_decay", self.arch_weight_decay,
-             "must be >= 0"),
-            (self.grad_clip >= 0, "--grad_clip", self.grad_clip, "must be >= 0 (0: no clipping)"),
-            (self.steps_per_epoch is None or self.steps_per_epoch > 0, "--steps_per_epoch",
-             self.steps_per_epoch, "must be > 0"),
-            (self.seed >= 0, "--seed", self.seed, "must be >= 0"),
-            (self.cpu_devices >= 1, "--cpu_devices", self.cpu_devices, "must be >= 1"),
-            (self.checkpoint_every >= 0, "--checkpoint_every", self.checkpoint_every,
-             "must be >= 0"),
-            (self.augment in data_lib.AUGMENT_CHOICES, "--augment", self.augment,
-             f"must be one of {', '.join(data_lib.AUGMENT_CHOICES)}"),
-            (self.strategy in distribute.STRATEGIES, "--strategy", self.strategy,
-             f"must be one of {', '.join(distribute.STRATEGIES)}"),
-            (self.mixed_precision in ("none", "bfloat16", "float16"), "--mixed_precision",
-             self.mixed_precision, "must be none, bfloat16 or float16"),
-        ]
-        for ok, flag, value, what in checks:
-            if not ok:
-                raise UserError(f"{flag}={value}: {what}")
-        for flag, value in (("--learning_rate", self.learning_rate),
-                            ("--arch_learning_rate", self.arch_learning_rate)):
-            if not np.isfinite(value):
-                raise UserError(f"{flag}={value}: must be a finite number")
-
-    def to_dict(self):
-        return dataclasses.asdict(self)
-
-
-# Changing these between runs in one output dir does not change what a resumed run computes.
-RESUME_NEUTRAL = ("output_dir", "data_dir", "checkpoint_every", "cpu_devices", "strategy")
 
 
 class SearchRun:
@@ -225,7 +144,7 @@ def run_record(config, data):
 def run(config, quiet=False):
     """Runs (or resumes) a search; returns the final Genotype."""
     config.validate()
-    resuming = run_utils.check_output_dir(config.output_dir, config.to_dict(), RESUME_NEUTRAL)
+    resuming = run_utils.check_output_dir(config.output_dir, config.to_dict(), SEARCH_RESUME_NEUTRAL)
     data = data_lib.load_image_data(config.dataset, config.data_dir)
     distribute.set_mixed_precision(config.mixed_precision)
     run_utils.set_determinism(config.seed, config.deterministic)

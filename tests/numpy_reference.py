@@ -232,7 +232,7 @@ def op_forward(name, x, p, stride, search=True):
 # ----------------------------------------------------------------------------------------------
 
 def mixed_op(x, weights, op_params, stride):
-    """sum(w * op(x) for w, op in zip(weights, ops)); op_params[k] are the params of PRIMITIVES[k]."""
+    """sum(w * op(x) for w, op in zip(weights, ops)); op_params[k]: params of PRIMITIVES[k]."""
     return sum(w * op_forward(name, x, op_params[k], stride, search=True)
                for k, (w, name) in enumerate(zip(weights, PRIMITIVES)))
 

@@ -16,14 +16,22 @@ OPS = ["none", "max_pool_3x3", "avg_pool_3x3", "skip_connect",
 CONCAT = [2, 3, 4, 5]
 
 # The paper's published cells (Liu et al. 2019, reference cnn/genotypes.py), written out by hand.
-DARTS_V1_NORMAL = [("sep_conv_3x3", 1), ("sep_conv_3x3", 0), ("skip_connect", 0), ("sep_conv_3x3", 1),
-                   ("skip_connect", 0), ("sep_conv_3x3", 1), ("sep_conv_3x3", 0), ("skip_connect", 2)]
-DARTS_V1_REDUCE = [("max_pool_3x3", 0), ("max_pool_3x3", 1), ("skip_connect", 2), ("max_pool_3x3", 0),
-                   ("max_pool_3x3", 0), ("skip_connect", 2), ("skip_connect", 2), ("avg_pool_3x3", 0)]
-DARTS_V2_NORMAL = [("sep_conv_3x3", 0), ("sep_conv_3x3", 1), ("sep_conv_3x3", 0), ("sep_conv_3x3", 1),
-                   ("sep_conv_3x3", 1), ("skip_connect", 0), ("skip_connect", 0), ("dil_conv_3x3", 2)]
-DARTS_V2_REDUCE = [("max_pool_3x3", 0), ("max_pool_3x3", 1), ("skip_connect", 2), ("max_pool_3x3", 1),
-                   ("max_pool_3x3", 0), ("skip_connect", 2), ("skip_connect", 2), ("max_pool_3x3", 1)]
+DARTS_V1_NORMAL = [("sep_conv_3x3", 1), ("sep_conv_3x3", 0),
+                   ("skip_connect", 0), ("sep_conv_3x3", 1),
+                   ("skip_connect", 0), ("sep_conv_3x3", 1),
+                   ("sep_conv_3x3", 0), ("skip_connect", 2)]
+DARTS_V1_REDUCE = [("max_pool_3x3", 0), ("max_pool_3x3", 1),
+                   ("skip_connect", 2), ("max_pool_3x3", 0),
+                   ("max_pool_3x3", 0), ("skip_connect", 2),
+                   ("skip_connect", 2), ("avg_pool_3x3", 0)]
+DARTS_V2_NORMAL = [("sep_conv_3x3", 0), ("sep_conv_3x3", 1),
+                   ("sep_conv_3x3", 0), ("sep_conv_3x3", 1),
+                   ("sep_conv_3x3", 1), ("skip_connect", 0),
+                   ("skip_connect", 0), ("dil_conv_3x3", 2)]
+DARTS_V2_REDUCE = [("max_pool_3x3", 0), ("max_pool_3x3", 1),
+                   ("skip_connect", 2), ("max_pool_3x3", 1),
+                   ("max_pool_3x3", 0), ("skip_connect", 2),
+                   ("skip_connect", 2), ("max_pool_3x3", 1)]
 
 
 def row(node, source):
@@ -284,7 +292,8 @@ BAD_JSON = [
     pytest.param(_with(normal=[]), "non-empty list", id="no-edges"),
     pytest.param(_with(normal=_N[:6], normal_concat=[2, 3, 4]),
                  "normal has 6 edges but reduce has 8", id="cells-differ"),
-    pytest.param(_with(reduce_concat=_DELETE), r"missing key\(s\): reduce_concat", id="missing-key"),
+    pytest.param(_with(reduce_concat=_DELETE), r"missing key\(s\): reduce_concat",
+                 id="missing-key"),
     pytest.param(_with(normal=_DELETE, reduce=_DELETE), r"missing key\(s\): normal, reduce",
                  id="missing-keys"),
     pytest.param(_with(steps=4), r"unexpected key\(s\): steps", id="extra-key"),
@@ -292,8 +301,10 @@ BAD_JSON = [
                  id="concat-too-large"),
     pytest.param(_with(reduce_concat=[1, 2]), r"reduce_concat: node 1 out of range", id="concat-1"),
     pytest.param(_with(normal_concat=[2, 2]), "repeated node", id="concat-repeat"),
-    pytest.param(_with(normal_concat=[]), "normal_concat: expected a non-empty list", id="concat-empty"),
-    pytest.param(_with(normal_concat=5), "normal_concat: expected a non-empty list", id="concat-int"),
+    pytest.param(_with(normal_concat=[]), "normal_concat: expected a non-empty list",
+                 id="concat-empty"),
+    pytest.param(_with(normal_concat=5), "normal_concat: expected a non-empty list",
+                 id="concat-int"),
     pytest.param(_with(normal_concat=[2.0, 3, 4, 5]), "normal_concat", id="concat-float"),
     pytest.param(_with(normal_concat=[True, 3]), "normal_concat", id="concat-bool"),
     pytest.param(_with(normal=_edit(_N, 1, ["sep_conv_3x3", True])),

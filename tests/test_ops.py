@@ -247,7 +247,8 @@ def test_derived_affine_op_matches_reference(name, stride):
     bns = _bns(layer)
     assert bns and all(getattr(bn, "gamma", None) is not None and getattr(bn, "beta", None)
                        is not None for bn in bns)
-    assert len([v for v in layer.trainable_variables if v.name in ("gamma", "beta")]) == 2 * len(bns)
+    affine_vars = [v for v in layer.trainable_variables if v.name in ("gamma", "beta")]
+    assert len(affine_vars) == 2 * len(bns)
     for bn in bns:  # non-trivial gamma/beta so the affine part is exercised
         bn.gamma.assign(rng.uniform(0.5, 2.0, size=bn.gamma.shape))
         bn.beta.assign(rng.standard_normal(bn.beta.shape))
@@ -361,8 +362,8 @@ def test_tf_same_padding_is_asymmetric_at_stride_2_but_ours_is_symmetric():
     # On odd sizes TF's 'same' happens to be symmetric (total pad 2 -> (1, 1)): no difference.
     x7 = _input(7, seed=22)
     same7 = tf.nn.depthwise_conv2d(x7, dw, [1, 2, 2, 1], "SAME").numpy()
-    sym7 = ref.conv2d(ref.nhwc_to_nchw(x7).astype(np.float64), ref.depthwise_weight(layer.depthwise1),
-                      2, 1, groups=C)
+    sym7 = ref.conv2d(ref.nhwc_to_nchw(x7).astype(np.float64),
+                      ref.depthwise_weight(layer.depthwise1), 2, 1, groups=C)
     np.testing.assert_allclose(same7, ref.nchw_to_nhwc(sym7), **TOL)
 
 

@@ -84,7 +84,8 @@ def _reference_param_count(C, layers, classes=10, steps=4, multiplier=4, stem_mu
         red = i in (layers // 3, 2 * layers // 3)
         cc = cc * 2 if red else cc
         total += (2 * cpp * (cc // 2) if red_prev else cpp * cc) + cp * cc
-        total += sum(mixed(cc, 2 if red and j < 2 else 1) for s in range(steps) for j in range(2 + s))
+        total += sum(mixed(cc, 2 if red and j < 2 else 1)
+                     for s in range(steps) for j in range(2 + s))
         cpp, cp, red_prev = cp, multiplier * cc, red
     return total + cp * classes + classes
 
@@ -256,15 +257,19 @@ def test_search_cell_matches_reference(reduction, reduction_prev, steps, multipl
     np.testing.assert_allclose(y, expected, rtol=2e-5, atol=2e-5)
 
 
+def _round_trip_cases():
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((2, 8, 8, 4)).astype(np.float32)
+    w_edge = tf.constant(ref.softmax(rng.standard_normal(8)), tf.float32)
+    s0 = rng.standard_normal((2, 8, 8, 3)).astype(np.float32)
+    s1 = rng.standard_normal((2, 4, 4, 5)).astype(np.float32)
+    w_cell = tf.constant(ref.softmax(rng.standard_normal((5, 8))), tf.float32)
+    yield MixedOp(4, 2, name="m"), (x.shape,), (x, w_edge)
+    yield SearchCell(4, True, True, 2, 2, name="c"), (s0.shape, s1.shape), (s0, s1, w_cell)
+
+
 def test_cell_and_mixed_op_config_round_trip():
-    for layer, build_args, call_args in (
-            (MixedOp(4, 2, name="m"), ((2, 8, 8, 4),),
-             (np.ones((2, 8, 8, 4), np.float32), tf.constant(ref.softmax(np.arange(8.0)),
-                                                             tf.float32))),
-            (SearchCell(4, True, True, 2, 2, name="c"), ((2, 8, 8, 3), (2, 4, 4, 5)),
-             (_images(2, 8, 1)[..., :3], np.random.default_rng(2).standard_normal(
-                 (2, 4, 4, 5)).astype(np.float32), tf.constant(np.full((5, 8), 0.125), tf.float32))),
-    ):
+    for layer, build_args, call_args in _round_trip_cases():
         layer.build(*build_args)
         config = layer.get_config()
         clone = type(layer).from_config(config)
@@ -273,6 +278,8 @@ def test_cell_and_mixed_op_config_round_trip():
         clone.set_weights(layer.get_weights())
         np.testing.assert_array_equal(np.asarray(clone(*call_args, training=True)),
                                       np.asarray(layer(*call_args, training=True)))
+        restored = keras.layers.deserialize(keras.layers.serialize(layer))
+        assert type(restored) is type(layer) and restored.get_config() == config
 
 
 # ----------------------------------------------------------------------------------------------
