@@ -173,7 +173,9 @@ def run(config, quiet=False):
     """Runs (or resumes) a retrain; returns the metrics dict (and exports with --export_dir)."""
     config.validate()
     genotype = genotype_lib.load_genotype(config.genotype)
-    resuming = run_utils.check_output_dir(config.output_dir, config.to_dict(), RETRAIN_RESUME_NEUTRAL)
+    # config.json records the genotype itself (its spec is in `genotype_spec`): compare contents.
+    resuming = run_utils.check_output_dir(
+        config.output_dir, {**config.to_dict(), "genotype": genotype.to_dict()}, RETRAIN_RESUME_NEUTRAL)
     if config.export_dir:
         from keras_darts.export import check_version_free
 
@@ -195,9 +197,8 @@ def _retrain(retrain, write_dir, resuming, quiet):
     out, chief = write_dir.path, write_dir.chief
     if chief and not resuming:
         run_utils.write_config(out, retrain.record)
-    manager = tf.train.CheckpointManager(
-        retrain.checkpoint, os.path.join(out, run_utils.CHECKPOINT_SUBDIR), max_to_keep=3)
-    restored = run_utils.restore_latest(retrain.checkpoint, manager, config.output_dir)
+    manager, restore_manager = run_utils.checkpoint_managers(retrain.checkpoint, config.output_dir, out)
+    restored = run_utils.restore_latest(retrain.checkpoint, restore_manager, config.output_dir)
     start_epoch = int(retrain.epoch.numpy())
     metrics_path = os.path.join(out, METRICS_FILE)
     params = count_parameters(retrain.model)

@@ -42,7 +42,8 @@ def check_output_dir(output_dir, config, resume_neutral=()):
     except (OSError, ValueError) as e:
         raise UserError(f"{flag}: cannot read {path} ({e}); use a new --output_dir") from None
     previous = previous.get("config", previous)
-    differ = [k for k in sorted(set(config) | set(previous))
+    # Only the keys of this run's config: the record may hold more (e.g. a retrain's data stats).
+    differ = [k for k in sorted(config)
               if k not in resume_neutral and previous.get(k) != config.get(k)]
     if differ:
         details = ", ".join(f"{k} {previous.get(k)!r} -> {config.get(k)!r}" for k in differ[:4])
@@ -63,6 +64,18 @@ def write_config(output_dir, record):
     atomic_write_json(os.path.join(output_dir, CONFIG_FILE), record)
 
 
+def checkpoint_managers(checkpoint, output_dir, write_dir, max_to_keep=3):
+    """(save manager, restore manager). Every worker restores from the chief's checkpoints (in
+    `output_dir`); a non-chief worker saves into its private `write_dir` (collective saves need every
+    worker to save) so that only the chief's files land in the output dir."""
+    save = tf.train.CheckpointManager(checkpoint, os.path.join(write_dir, CHECKPOINT_SUBDIR),
+                                      max_to_keep=max_to_keep)
+    if os.path.abspath(write_dir) == os.path.abspath(output_dir):
+        return save, save
+    return save, tf.train.CheckpointManager(
+        checkpoint, os.path.join(output_dir, CHECKPOINT_SUBDIR), max_to_keep=max_to_keep)
+
+
 def restore_latest(checkpoint, manager, directory):
     """Restores the newest readable checkpoint, falling back to older ones with a warning.
 
@@ -73,7 +86,9 @@ def restore_latest(checkpoint, manager, directory):
     for i, path in enumerate(paths):
         try:
             checkpoint.restore(path).assert_existing_objects_matched()
-        except (tf.errors.OpError, ValueError, AssertionError) as e:
+        # Any failure means "unreadable": a truncated data file raises IndexError ("Read less
+        # bytes than requested") from the checkpoint reader, not an OpError.
+        except (tf.errors.OpError, ValueError, AssertionError, IndexError, KeyError, OSError) as e:
             reason = " ".join(str(e).split())[:160]
             print(f"warning: checkpoint {path} is unreadable ({reason}); trying an older one",
                   file=sys.stderr, flush=True)

@@ -162,9 +162,8 @@ def _search(search, write_dir, resuming, quiet):
     chief = write_dir.chief
     if chief and not resuming:
         run_utils.write_config(out, run_record(config, search.data))
-    manager = tf.train.CheckpointManager(
-        search.checkpoint, os.path.join(out, run_utils.CHECKPOINT_SUBDIR), max_to_keep=3)
-    restored = run_utils.restore_latest(search.checkpoint, manager, config.output_dir)
+    manager, restore_manager = run_utils.checkpoint_managers(search.checkpoint, config.output_dir, out)
+    restored = run_utils.restore_latest(search.checkpoint, restore_manager, config.output_dir)
     start_epoch = int(search.epoch.numpy())
     history_path = os.path.join(out, HISTORY_FILE)
     genotype_path = os.path.join(out, GENOTYPE_FILE)

@@ -68,6 +68,11 @@ def test_row_helper_matches_edge_labels():
         assert row(node, source) == r
 
 
+def test_primitives_order():
+    assert tuple(G.PRIMITIVES) == tuple(OPS)
+    assert tuple(G.GENOTYPE_OPS) == tuple(OPS[1:])
+
+
 def test_edge_labels_order():
     assert edge_labels(4) == [(0, 2), (1, 2),
                               (0, 3), (1, 3), (2, 3),

@@ -428,7 +428,7 @@ def test_bn_running_mean_matches_pytorch(sync_bn):
 
 
 _BIASED_VAR = (
-    "keras_darts/ops.py:47-50 batch_norm(sync_bn=True) returns keras.layers.BatchNormalization, "
+    "keras_darts/ops.py:34-39 batch_norm(sync_bn=True) returns keras.layers.BatchNormalization, "
     "which updates moving_variance with the biased batch variance; PyTorch's BatchNorm2d (and the "
     "package's own FusedBatchNorm used when sync_bn=False) use the unbiased one, n/(n-1) larger. "
     "With sync_bn the running variance used at eval time deviates from the reference.")
@@ -473,6 +473,8 @@ def _layer_cases():
                     id=f"{name}-s{stride}-{'search' if search else 'derived'}")
     yield pytest.param(lambda: ops.ReLUConvBN(C, 1, 1, 0, affine=False), id="ReLUConvBN-1x1")
     yield pytest.param(lambda: ops.ReLUConvBN(C, 3, 2, 1, affine=True), id="ReLUConvBN-3x3-s2")
+    yield pytest.param(lambda: ops.batch_norm(affine=False), id="batch_norm")
+    yield pytest.param(lambda: ops.batch_norm(affine=True), id="batch_norm-affine")
 
 
 @pytest.mark.parametrize("factory", list(_layer_cases()))
@@ -499,8 +501,9 @@ def test_get_config_round_trip(factory):
 # ----------------------------------------------------------------------------------------------
 
 _DTYPE_BUG = (
-    "A composite op ignores its own `dtype`: keras_darts/ops.py conv2d()/depthwise_conv2d()/"
-    "batch_norm() build sublayers without dtype=self.dtype_policy (ReLUConvBN/DilConv/SepConv/"
+    "A composite op ignores its own `dtype`: keras_darts/ops.py conv2d() (:95), "
+    "depthwise_conv2d() (:107) and batch_norm() (:34) build sublayers without "
+    "dtype=self.dtype_policy (ReLUConvBN/DilConv/SepConv/"
     "FactorizedReduce/Pool __init__), so e.g. SepConv(dtype='float64') reports a float64 policy "
     "(and get_config records it) but creates float32 sublayers and variables; from_config of such "
     "a layer does not reproduce it.")
@@ -522,14 +525,7 @@ def test_dtype_argument_reaches_sublayers(factory):
     assert {str(v.dtype) for v in layer.variables} == {"float64"}
 
 
-_FLOAT64_BUG = (
-    "keras_darts/ops.py:51 batch_norm(sync_bn=False) returns FusedBatchNorm, whose "
-    "tf.compat.v1.nn.fused_batch_norm (FusedBatchNormV3, ops.py:87-97) only accepts "
-    "half/bfloat16/float32 inputs: under a float64 dtype policy every op with a BN raises "
-    "InvalidArgumentError (the stock Keras BN it replaced supported float64).")
 
-
-@pytest.mark.xfail(strict=True, reason=_FLOAT64_BUG)
 @pytest.mark.parametrize("name", ["sep_conv_3x3", "max_pool_3x3"])
 def test_ops_run_under_float64_policy(name, float64):
     x = _input(8, dtype=np.float64)
