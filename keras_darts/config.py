@@ -15,6 +15,41 @@ VARIANT_NAMES = ("cifar", "imagenet")
 MIXED_PRECISION = ("none", "bfloat16", "float16")
 
 
+def _shared_checks(c):
+    """(ok, flag, value, what) for the flags search and retrain share."""
+    return [
+        (c.layers >= 3, "--layers", c.layers, "must be >= 3 (two reduction cells)"),
+        (c.init_channels >= 2 and c.init_channels % 2 == 0, "--init_channels", c.init_channels,
+         "must be an even number >= 2"),
+        (c.batch_size > 0, "--batch_size", c.batch_size, "must be > 0"),
+        (c.epochs > 0, "--epochs", c.epochs, "must be > 0"),
+        (c.learning_rate > 0 and math.isfinite(c.learning_rate), "--learning_rate",
+         c.learning_rate, "must be a finite number > 0"),
+        (0 <= c.learning_rate_min <= c.learning_rate, "--learning_rate_min",
+         c.learning_rate_min, "must be in [0, --learning_rate]"),
+        (0 <= c.momentum < 1, "--momentum", c.momentum, "must be in [0, 1)"),
+        (c.weight_decay >= 0, "--weight_decay", c.weight_decay, "must be >= 0"),
+        (c.grad_clip >= 0, "--grad_clip", c.grad_clip, "must be >= 0 (0: no clipping)"),
+        (c.steps_per_epoch is None or c.steps_per_epoch > 0, "--steps_per_epoch",
+         c.steps_per_epoch, "must be > 0"),
+        (c.seed >= 0, "--seed", c.seed, "must be >= 0"),
+        (c.cpu_devices >= 1, "--cpu_devices", c.cpu_devices, "must be >= 1"),
+        (c.checkpoint_every >= 0, "--checkpoint_every", c.checkpoint_every, "must be >= 0"),
+        (c.augment in AUGMENT_CHOICES, "--augment", c.augment,
+         f"must be one of {', '.join(AUGMENT_CHOICES)}"),
+        (c.strategy in STRATEGIES, "--strategy", c.strategy,
+         f"must be one of {', '.join(STRATEGIES)}"),
+        (c.mixed_precision in MIXED_PRECISION, "--mixed_precision", c.mixed_precision,
+         f"must be one of {', '.join(MIXED_PRECISION)}"),
+    ]
+
+
+def _raise_first(checks):
+    for ok, flag, value, what in checks:
+        if not ok:
+            raise UserError(f"{flag}={value}: {what}")
+
+
 @dataclasses.dataclass(frozen=True)
 class SearchConfig:
     """Search hyperparameters; the defaults are the reference's (`train_search.py`)."""
@@ -48,45 +83,15 @@ class SearchConfig:
     checkpoint_every: int = 0
 
     def validate(self):
-        checks = [
-            (self.layers >= 3, "--layers", self.layers, "must be >= 3 (two reduction cells)"),
-            (self.init_channels >= 2 and self.init_channels % 2 == 0, "--init_channels",
-             self.init_channels, "must be an even number >= 2"),
+        _raise_first(_shared_checks(self) + [
             (self.nodes >= 1, "--nodes", self.nodes, "must be >= 1"),
-            (self.batch_size > 0, "--batch_size", self.batch_size, "must be > 0"),
-            (self.epochs > 0, "--epochs", self.epochs, "must be > 0"),
             (0.0 < self.train_portion < 1.0, "--train_portion", self.train_portion,
              "must be in (0, 1)"),
-            (self.learning_rate > 0, "--learning_rate", self.learning_rate, "must be > 0"),
-            (0 <= self.learning_rate_min <= self.learning_rate, "--learning_rate_min",
-             self.learning_rate_min, "must be in [0, --learning_rate]"),
-            (0 <= self.momentum < 1, "--momentum", self.momentum, "must be in [0, 1)"),
-            (self.weight_decay >= 0, "--weight_decay", self.weight_decay, "must be >= 0"),
-            (self.arch_learning_rate > 0, "--arch_learning_rate", self.arch_learning_rate,
-             "must be > 0"),
+            (self.arch_learning_rate > 0 and math.isfinite(self.arch_learning_rate),
+             "--arch_learning_rate", self.arch_learning_rate, "must be a finite number > 0"),
             (self.arch_weight_decay >= 0, "--arch_weight_decay", self.arch_weight_decay,
              "must be >= 0"),
-            (self.grad_clip >= 0, "--grad_clip", self.grad_clip, "must be >= 0 (0: no clipping)"),
-            (self.steps_per_epoch is None or self.steps_per_epoch > 0, "--steps_per_epoch",
-             self.steps_per_epoch, "must be > 0"),
-            (self.seed >= 0, "--seed", self.seed, "must be >= 0"),
-            (self.cpu_devices >= 1, "--cpu_devices", self.cpu_devices, "must be >= 1"),
-            (self.checkpoint_every >= 0, "--checkpoint_every", self.checkpoint_every,
-             "must be >= 0"),
-            (self.augment in AUGMENT_CHOICES, "--augment", self.augment,
-             f"must be one of {', '.join(AUGMENT_CHOICES)}"),
-            (self.strategy in STRATEGIES, "--strategy", self.strategy,
-             f"must be one of {', '.join(STRATEGIES)}"),
-            (self.mixed_precision in MIXED_PRECISION, "--mixed_precision",
-             self.mixed_precision, "must be none, bfloat16 or float16"),
-        ]
-        for ok, flag, value, what in checks:
-            if not ok:
-                raise UserError(f"{flag}={value}: {what}")
-        for flag, value in (("--learning_rate", self.learning_rate),
-                            ("--arch_learning_rate", self.arch_learning_rate)):
-            if not math.isfinite(value):
-                raise UserError(f"{flag}={value}: must be a finite number")
+        ])
 
     def to_dict(self):
         return dataclasses.asdict(self)
@@ -138,48 +143,22 @@ class RetrainConfig:
     overwrite: bool = False
 
     def validate(self):
-        checks = [
+        _raise_first([
             (self.variant in VARIANT_NAMES, "--variant", self.variant,
              f"must be one of {', '.join(VARIANT_NAMES)}"),
-            (self.layers >= 3, "--layers", self.layers, "must be >= 3 (two reduction cells)"),
-            (self.init_channels >= 2 and self.init_channels % 2 == 0, "--init_channels",
-             self.init_channels, "must be an even number >= 2"),
-            (self.batch_size > 0, "--batch_size", self.batch_size, "must be > 0"),
-            (self.epochs > 0, "--epochs", self.epochs, "must be > 0"),
-            (self.learning_rate > 0 and math.isfinite(self.learning_rate), "--learning_rate",
-             self.learning_rate, "must be a finite number > 0"),
-            (0 <= self.learning_rate_min <= self.learning_rate, "--learning_rate_min",
-             self.learning_rate_min, "must be in [0, --learning_rate]"),
-            (0 <= self.momentum < 1, "--momentum", self.momentum, "must be in [0, 1)"),
-            (self.weight_decay >= 0, "--weight_decay", self.weight_decay, "must be >= 0"),
-            (self.grad_clip >= 0, "--grad_clip", self.grad_clip, "must be >= 0 (0: no clipping)"),
+        ] + _shared_checks(self) + [
             (self.auxiliary_weight >= 0, "--auxiliary_weight", self.auxiliary_weight,
              "must be >= 0"),
             (self.cutout_length > 0, "--cutout_length", self.cutout_length, "must be > 0"),
             (0 <= self.drop_path_prob < 1, "--drop_path_prob", self.drop_path_prob,
              "must be in [0, 1)"),
-            (self.augment in AUGMENT_CHOICES, "--augment", self.augment,
-             f"must be one of {', '.join(AUGMENT_CHOICES)}"),
-            (self.seed >= 0, "--seed", self.seed, "must be >= 0"),
-            (self.steps_per_epoch is None or self.steps_per_epoch > 0, "--steps_per_epoch",
-             self.steps_per_epoch, "must be > 0"),
             (self.eval_steps is None or self.eval_steps > 0, "--eval_steps", self.eval_steps,
              "must be > 0"),
-            (self.strategy in STRATEGIES, "--strategy", self.strategy,
-             f"must be one of {', '.join(STRATEGIES)}"),
-            (self.cpu_devices >= 1, "--cpu_devices", self.cpu_devices, "must be >= 1"),
-            (self.mixed_precision in MIXED_PRECISION, "--mixed_precision",
-             self.mixed_precision, "must be none, bfloat16 or float16"),
-            (self.checkpoint_every >= 0, "--checkpoint_every", self.checkpoint_every,
-             "must be >= 0"),
             (self.version is None or self.version >= 1, "--version", self.version,
              "must be a positive integer"),
             (bool(self.model_name) and "/" not in self.model_name and self.model_name[0] != ".",
              "--model_name", self.model_name, "must be a plain folder name"),
-        ]
-        for ok, flag, value, what in checks:
-            if not ok:
-                raise UserError(f"{flag}={value}: {what}")
+        ])
 
     def to_dict(self):
         return dataclasses.asdict(self)
