@@ -204,7 +204,7 @@ class BilevelStep:
             step = tf.cast(g, w.dtype) + opt.l2 * w
             if opt.built:
                 step = step + opt.momentum * opt.momentum_buffer(v).value
-            virtual.append(w - xi * step)
+            virtual.append(w - tf.cast(xi, w.dtype) * step)  # float64 weights in precision tests
         return w_values, virtual, xi
 
     def _unrolled_arch_gradients(self, train_batch, val_batch):
@@ -214,8 +214,8 @@ class BilevelStep:
         d_alpha = self._unscale(d_alpha)
         v = all_reduce_sum(self._unscale(v))  # the global gradient w.r.t. w'
         eps = 0.01 / global_norm(v)
-        w_plus = [w + eps * g for w, g in zip(w_values, v)]
-        w_minus = [w - eps * g for w, g in zip(w_values, v)]
+        w_plus = [w + tf.cast(eps, w.dtype) * g for w, g in zip(w_values, v)]
+        w_minus = [w - tf.cast(eps, w.dtype) * g for w, g in zip(w_values, v)]
         g_plus, _, _ = self._stateless_grads(w_plus, x_train, y_train)
         g_minus, _, _ = self._stateless_grads(w_minus, x_train, y_train)
         g_plus, g_minus = self._unscale(g_plus), self._unscale(g_minus)

@@ -205,7 +205,9 @@ def _retrain(retrain, write_dir, resuming, quiet):
     if restored and start_epoch < config.epochs:
         print(f"resuming from {restored} (epoch {start_epoch + 1}, step "
               f"{int(retrain.step_in_epoch.numpy()) + 1})")
-    summaries = run_utils.SummaryWriter(os.path.join(out, "tensorboard"), chief)
+    # No writer (no new, empty event file) when rerunning a finished run.
+    summaries = run_utils.SummaryWriter(os.path.join(out, "tensorboard"),
+                                        chief and start_epoch < config.epochs)
     verbose = 1 if chief and not quiet else 0
     print(f"retrain: {len(retrain.data.x_train)} train / {len(retrain.data.x_test)} test images, "
           f"{retrain.steps} steps/epoch, {retrain.replicas} replica(s), {params:,} parameters "

@@ -83,23 +83,59 @@ def restore_latest(checkpoint, manager, directory):
     none can be read: a finished or long run is never silently restarted from scratch.
     """
     paths = list(reversed(manager.checkpoints))
-    for i, path in enumerate(paths):
+    # A missing or corrupt `checkpoint` state file makes TF list nothing (with only a log warning):
+    # also try the checkpoint files themselves, newest first, rather than start from scratch.
+    listed = {os.path.basename(p) for p in paths}
+    paths += [p for p in _checkpoint_prefixes(manager.directory)
+              if os.path.basename(p) not in listed]
+    failures = []
+    for path in paths:
         try:
             checkpoint.restore(path).assert_existing_objects_matched()
         # Any failure means "unreadable": a truncated data file raises IndexError ("Read less
         # bytes than requested") from the checkpoint reader, not an OpError.
         except (tf.errors.OpError, ValueError, AssertionError, IndexError, KeyError, OSError) as e:
-            reason = " ".join(str(e).split())[:160]
-            print(f"warning: checkpoint {path} is unreadable ({reason}); trying an older one",
-                  file=sys.stderr, flush=True)
+            failures.append((path, " ".join(str(e).split())[:160]))
             continue
-        if i:
+        for bad, reason in failures:
+            print(f"warning: checkpoint {bad} is unreadable ({reason}); trying an older one",
+                  file=sys.stderr, flush=True)
+        if failures:
             print(f"warning: resumed from older checkpoint {path}", file=sys.stderr, flush=True)
         return path
     if paths:
+        # The failed attempts leave TF objects that log "unrestored values" warnings when they are
+        # collected at exit; the error below says all there is to say.
+        silence_unrestored_warnings()
+        bad, reason = failures[0]
         raise UserError(f"--output_dir={directory}: no readable checkpoint in "
-                        f"{os.path.join(directory, CHECKPOINT_SUBDIR)}; move it away to start over")
+                        f"{os.path.join(directory, CHECKPOINT_SUBDIR)} (newest: "
+                        f"{os.path.basename(bad)}: {reason}); move it away to start over")
     return None
+
+
+def silence_unrestored_warnings():
+    """Drops TF's "deleted with unrestored values" warnings for the rest of the process: a failed
+    restore leaves objects that log them when collected at exit, after the one-line error."""
+    tf.get_logger().addFilter(_drop_unrestored_warnings)
+
+
+def _drop_unrestored_warnings(record):
+    message = str(record.msg)
+    return not ("deleted with unrestored values" in message
+                or "could not be found in the restored object" in message)
+
+
+def _checkpoint_prefixes(directory):
+    """`directory/ckpt-N` prefixes that have an index file, newest (largest N) first."""
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return []
+    numbers = [n[len("ckpt-"):-len(".index")] for n in names
+               if n.startswith("ckpt-") and n.endswith(".index")]
+    return [os.path.join(directory, f"ckpt-{n}")
+            for n in sorted((n for n in numbers if n.isdigit()), key=int, reverse=True)]
 
 
 def set_determinism(seed, deterministic):
