@@ -92,7 +92,9 @@ class FusedBatchNorm(keras.layers.Layer):
         import tensorflow as tf
 
         if training:
-            mean, var = tf.nn.moments(x, axes=[0, 1, 2])
+            # Not tf.nn.moments: its stop_gradient on the mean breaks second derivatives.
+            mean = tf.reduce_mean(x, axis=[0, 1, 2])
+            var = tf.reduce_mean(tf.square(x - mean), axis=[0, 1, 2])
             n = K.cast(K.size(x) // x.shape[-1], x.dtype)
             unbiased = var * n / K.maximum(n - 1.0, 1.0)
             m = self.momentum

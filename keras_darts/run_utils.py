@@ -71,9 +71,31 @@ def checkpoint_managers(checkpoint, output_dir, write_dir, max_to_keep=3):
     save = tf.train.CheckpointManager(checkpoint, os.path.join(write_dir, CHECKPOINT_SUBDIR),
                                       max_to_keep=max_to_keep)
     if os.path.abspath(write_dir) == os.path.abspath(output_dir):
+        remove_stale_temp_files(output_dir)  # the chief, before it writes anything
         return save, save
     return save, tf.train.CheckpointManager(
         checkpoint, os.path.join(output_dir, CHECKPOINT_SUBDIR), max_to_keep=max_to_keep)
+
+
+def remove_stale_temp_files(output_dir):
+    """Deletes the temp files of atomic writes a killed run left behind: `.tmp-*` (io_utils, figures)
+    and TF's `checkpoints/checkpoint.tmp*`. Only the chief writes these folders, so any found when
+    it starts are stale."""
+    checkpoints = os.path.join(output_dir, CHECKPOINT_SUBDIR)
+    for folder in (output_dir, checkpoints, os.path.join(output_dir, "figures")):
+        try:
+            names = os.listdir(folder)
+        except OSError:
+            continue
+        for name in names:
+            path = os.path.join(folder, name)
+            stale = name.startswith(".tmp-") or (folder == checkpoints
+                                                 and name.startswith("checkpoint.tmp"))
+            if stale and os.path.isfile(path) and not os.path.islink(path):
+                try:
+                    os.remove(path)
+                except OSError:
+                    pass
 
 
 def restore_latest(checkpoint, manager, directory):

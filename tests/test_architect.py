@@ -239,7 +239,8 @@ def test_first_order_arch_step_is_adam_on_alphas_only(net):
 
 
 def test_weight_step_matches_hand_computation(net):
-    """w1 = w0 - lr * buf1, buf1 = clip(g0) + wd * w0; w2 = w1 - lr * (m * buf1 + clip(g1) + wd * w1).
+    """w1 = w0 - lr * buf1, buf1 = clip(g0) + wd * w0;
+    w2 = w1 - lr * (m * buf1 + clip(g1) + wd * w1).
 
     The raw gradient is clipped to global norm `grad_clip` before weight decay is added (clipping
     is active here, and wd is large enough that the other order is detectably different).

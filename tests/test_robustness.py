@@ -277,7 +277,7 @@ def test_every_checkpoint_corrupt_is_a_clear_error_not_a_fresh_start(retrain_pai
     assert snapshot(out) == before
 
 
-def test_corrupt_checkpoint_state_file_does_not_restart_from_scratch(retrain_pair, data,
+def test_corrupt_checkpoint_state_file_does_not_restart_from_scratch_and_stale_temps_go(retrain_pair, data,
                                                                      genotype_path, tmp_path):
     """TF reads a garbage `checkpoint` file as "no checkpoints" (with only a log line); the run must
     still find its checkpoint files instead of training from epoch 1 over them."""
@@ -285,11 +285,16 @@ def test_corrupt_checkpoint_state_file_does_not_restart_from_scratch(retrain_pai
     shutil.copytree(retrain_pair[0], out)
     with open(os.path.join(out, "checkpoints", "checkpoint"), "w") as f:
         f.write("model_checkpoint_path: \x00\x01 garbage {{{\n")
+    # What a SIGKILL inside an atomic write leaves behind (io_utils' and TF's temp files).
+    for stale in (".tmp-metrics.json-x1y2", os.path.join("checkpoints", "checkpoint.tmp0123abcd")):
+        with open(os.path.join(out, stale), "w") as f:
+            f.write("{half")
     metrics_before = read_json(os.path.join(out, "metrics.json"))
     result = check_ok(run_cli("retrain", *retrain_args(data, genotype_path, out)))
     assert "already finished" in result.stdout and "epoch 1/2" not in result.stdout
     assert read_json(os.path.join(out, "metrics.json")) == metrics_before
     _check_retrain_equals(out, retrain_pair[0])
+    assert temp_leftovers(out) == []  # the stale temp files are cleaned up on resume
 
 
 # === d. Bad input through the CLIs ===
