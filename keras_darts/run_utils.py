@@ -179,6 +179,21 @@ def check_finite(values, epoch, step, manager):
             f"checkpoint: {kept or 'none'}. Lower --learning_rate (or --arch_learning_rate)")
 
 
+def distribute_dataset(strategy, dataset):
+    """Splits global batches over the replicas so that together they see what one device would
+    (DATA sharding, fixed order)."""
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    options.deterministic = True
+    return strategy.experimental_distribute_dataset(dataset.with_options(options))
+
+
+def run_and_sum(strategy, fn, *args):
+    """`strategy.run(fn, args)` with each output (a dict of sums) summed over the replicas."""
+    out = strategy.run(fn, args=args)
+    return {k: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None) for k, v in out.items()}
+
+
 class SummaryWriter:
     """TensorBoard writer on the chief; a no-op elsewhere."""
 

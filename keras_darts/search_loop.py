@@ -82,24 +82,16 @@ class SearchRun:
     # === Steps ===
     def _distributed_step(self, batch):
         train, val = batch
-        out = self.strategy.run(self.step.replica_step, args=(train, val))
-        return {k: self.strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None)
-                for k, v in out.items()}
+        return run_utils.run_and_sum(self.strategy, self.step.replica_step, train, val)
 
     def _eval_replica(self, x, y):
         return BilevelStep._stats(y, self.model(x, training=False))
 
     def _distributed_eval(self, batch):
-        x, y = batch
-        out = self.strategy.run(self._eval_replica, args=(x, y))
-        return {k: self.strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None)
-                for k, v in out.items()}
+        return run_utils.run_and_sum(self.strategy, self._eval_replica, *batch)
 
     def distribute(self, dataset):
-        options = tf.data.Options()
-        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-        options.deterministic = True
-        return self.strategy.experimental_distribute_dataset(dataset.with_options(options))
+        return run_utils.distribute_dataset(self.strategy, dataset)
 
     def epoch_dataset(self, epoch, start_step):
         c = self.config
