@@ -103,6 +103,16 @@ def cell_graph(genotype, cell="normal"):
     return g
 
 
+def _make_output_dir(path):
+    """Creates `path` (like `mkdir -p`), or says in one line why it cannot be the output dir."""
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise UserError(f"--output_dir={path}: exists and is not a directory")
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"--output_dir={path}: cannot create it ({e.strerror})") from None
+
+
 def draw_cells(genotype, output_dir=".", fmt="png"):
     """Renders `normal.<fmt>` and `reduce.<fmt>`; returns {"normal": path, "reduce": path}.
 
@@ -111,7 +121,7 @@ def draw_cells(genotype, output_dir=".", fmt="png"):
     """
     if fmt not in FORMATS:
         raise UserError(f"--format={fmt}: expected one of {', '.join(FORMATS)}")
-    os.makedirs(output_dir, exist_ok=True)
+    _make_output_dir(output_dir)
     paths = {}
     for cell in ("normal", "reduce"):
         g = cell_graph(genotype, cell)
@@ -484,7 +494,7 @@ def _render_run(run_dir, fmt, output_dir):
     history = load_history(os.path.join(run_dir, "history.jsonl"))
     genotype = run_genotype(run_dir, history)
     out = output_dir or os.path.join(run_dir, "figures")
-    os.makedirs(out, exist_ok=True)
+    _make_output_dir(out)
     paths = draw_cells(genotype, out, fmt)
     last = history[-1]
     fig = _heatmap_figure(last["alphas_normal"], last["alphas_reduce"], last["primitives"],

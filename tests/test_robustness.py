@@ -561,10 +561,7 @@ CASES = {
                                            ("--output_dir",), _file_at_out),
 }
 
-XFAIL = {
-    "visualize-output-dir-is-a-file": "keras_darts/visualize.py:114 draw_cells calls "
-    "os.makedirs(output_dir) on an existing file: FileExistsError traceback, exit 1",
-}
+XFAIL = {}  # case id -> reason, for known bugs (strict: fixing one fails until it is removed)
 
 
 def _can_drop_dac():
