@@ -39,6 +39,8 @@ class MixedOp(keras.layers.Layer):
                 op.build(x_shape)
 
     def call(self, x, weights, training=None):
+        if not isinstance(weights, (list, tuple)):
+            weights = K.unstack(weights)  # one op, not one slice (and slice gradient) per candidate
         out = None
         for k, op in enumerate(self.candidate_ops):
             if op is None:
@@ -95,11 +97,12 @@ class SearchCell(keras.layers.Layer):
 
     def call(self, s0, s1, weights, training=None):
         states = [self.preprocess0(s0, training=training), self.preprocess1(s1, training=training)]
+        edge_weights = [K.unstack(w) for w in K.unstack(weights)]
         offset = 0
         for _ in range(self.steps):
             s = None
             for j, h in enumerate(states):
-                y = self.edges[offset + j](h, weights[offset + j], training=training)
+                y = self.edges[offset + j](h, edge_weights[offset + j], training=training)
                 s = y if s is None else s + y
             offset += len(states)
             states.append(s)

@@ -4,6 +4,7 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import keras_darts  # noqa: E402,F401  (first: it picks TF's CPU kernels before TF is imported)
 import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
 

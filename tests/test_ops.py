@@ -533,3 +533,31 @@ def test_ops_run_under_float64_policy(name, float64):
     y = np.asarray(layer(x, training=True))
     assert y.dtype == np.float64
     np.testing.assert_allclose(y, _reference(name, x, layer, 1), rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("size", [(8, 8), (7, 9), (5, 4)])
+@pytest.mark.parametrize("offset", [0, 1])
+def test_subsample_equals_strided_slice_with_the_same_gradient(size, offset):
+    h, w = size
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2, h, w, 3)).astype("float32")
+    oh, ow = -(-h // 2), -(-w // 2)
+    # Reference: x[offset::2, offset::2], zero where offset runs past the edge, ceil(size/2) long.
+    expected = np.zeros((2, oh, ow, 3), np.float32)
+    part = x[:, offset::2, offset::2, :]
+    expected[:, : part.shape[1], : part.shape[2]] = part
+    r = rng.normal(size=expected.shape).astype("float32")
+    expected_grad = np.zeros_like(x)
+    expected_grad[:, offset::2, offset::2, :] = r[:, : part.shape[1], : part.shape[2]]
+
+    xt = tf.constant(x)
+    with tf.GradientTape() as tape:
+        tape.watch(xt)
+        y = ops.subsample(xt, 2, offset=offset)
+        loss = tf.reduce_sum(y * r)
+    np.testing.assert_array_equal(y.numpy(), expected)
+    np.testing.assert_array_equal(tape.gradient(loss, xt).numpy(), expected_grad)
+    # Unknown height/width (e.g. a traced serving signature) takes the strided-slice path.
+    dynamic = tf.function(lambda t: ops.subsample(t, 2, offset=offset),
+                          input_signature=[tf.TensorSpec([None, None, None, 3])])
+    np.testing.assert_array_equal(dynamic(xt).numpy(), expected)
