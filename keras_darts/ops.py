@@ -124,16 +124,23 @@ def conv2d(filters, kernel_size, strides=1, name=None):
     )
 
 
-def depthwise_conv2d(kernel_size, strides=1, dilation_rate=1, name=None):
+def depthwise_conv2d(kernel_size, strides=1, dilation_rate=1, padding="valid", name=None):
     return keras.layers.DepthwiseConv2D(
         kernel_size,
         strides=strides,
-        padding="valid",
+        padding=padding,
         dilation_rate=dilation_rate,
         use_bias=False,
         depthwise_initializer=torch_conv_init(),
         name=name,
     )
+
+
+def same_is_symmetric(kernel_size, strides, padding, dilation=1):
+    """Whether TF's 'same' padding equals PyTorch's symmetric `padding`: at stride 1 with an odd
+    kernel it pads dilation * (k - 1) / 2 on each side. Padding inside the conv kernel saves a Pad
+    op (and its Slice gradient) per conv."""
+    return strides == 1 and kernel_size % 2 == 1 and padding == dilation * (kernel_size - 1) // 2
 
 
 def subsample(x, strides, offset=0):
@@ -239,10 +246,13 @@ class DilConv(_OpLayer):
         # TF has no strided dilated conv; when the dilation is a multiple of the stride, sample the
         # padded input first and convolve with the reduced dilation at stride 1 (exactly equal).
         self._subsample = strides > 1 and dilation > 1 and dilation % strides == 0
+        same = not self._subsample and same_is_symmetric(kernel_size, strides, padding, dilation)
+        self._pad = 0 if same else padding
         if self._subsample:
             self.depthwise = depthwise_conv2d(kernel_size, 1, dilation // strides, name="depthwise")
         else:
-            self.depthwise = depthwise_conv2d(kernel_size, strides, dilation, name="depthwise")
+            self.depthwise = depthwise_conv2d(kernel_size, strides, dilation,
+                                              "same" if same else "valid", name="depthwise")
         self.pointwise = conv2d(filters, 1, name="pointwise")
         self.bn = batch_norm(self.affine, self.sync_bn, name="bn")
 
@@ -253,7 +263,7 @@ class DilConv(_OpLayer):
         self.bn.build((n, None, None, self.filters))
 
     def call(self, x, training=None):
-        x = pad2d(K.relu(x), self.padding)
+        x = pad2d(K.relu(x), self._pad)
         if self._subsample:
             x = subsample(x, self.strides)
         x = self.pointwise(self.depthwise(x))
@@ -283,10 +293,15 @@ class SepConv(_OpLayer):
         self.kernel_size = kernel_size
         self.strides = strides
         self.padding = padding
-        self.depthwise1 = depthwise_conv2d(kernel_size, strides, name="depthwise1")
+        same1 = same_is_symmetric(kernel_size, strides, padding)
+        same2 = same_is_symmetric(kernel_size, 1, padding)
+        self._pads = (0 if same1 else padding, 0 if same2 else padding)
+        self.depthwise1 = depthwise_conv2d(kernel_size, strides, padding="same" if same1 else "valid",
+                                           name="depthwise1")
         self.pointwise1 = conv2d(filters, 1, name="pointwise1")
         self.bn1 = batch_norm(self.affine, self.sync_bn, name="bn1")
-        self.depthwise2 = depthwise_conv2d(kernel_size, 1, name="depthwise2")
+        self.depthwise2 = depthwise_conv2d(kernel_size, 1, padding="same" if same2 else "valid",
+                                           name="depthwise2")
         self.pointwise2 = conv2d(filters, 1, name="pointwise2")
         self.bn2 = batch_norm(self.affine, self.sync_bn, name="bn2")
 
@@ -301,9 +316,9 @@ class SepConv(_OpLayer):
         self.bn2.build((n, None, None, self.filters))
 
     def call(self, x, training=None):
-        x = self.depthwise1(pad2d(K.relu(x), self.padding))
+        x = self.depthwise1(pad2d(K.relu(x), self._pads[0]))
         x = self.bn1(self.pointwise1(x), training=training)
-        x = self.depthwise2(pad2d(K.relu(x), self.padding))
+        x = self.depthwise2(pad2d(K.relu(x), self._pads[1]))
         return self.bn2(self.pointwise2(x), training=training)
 
     def get_config(self):
