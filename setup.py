@@ -19,6 +19,6 @@ setup(
     scripts=["bin/search", "bin/retrain", "bin/export", "bin/visualize"],
     python_requires=">=3.10",
     install_requires=requirements,
-    extras_require={"test": ["pytest>=8"]},
+    extras_require={"test": ["pytest>=8", "pytest-xdist>=3.5,<4"]},
     license="Apache-2.0",
 )

@@ -31,6 +31,40 @@ _STRATEGY = flags.DEFINE_string("strategy", "one_device", "auto|one_device|mirro
 _CPU_DEVICES = flags.DEFINE_integer("cpu_devices", 1, "Logical CPU devices (replicas on CPU).")
 _MIXED = flags.DEFINE_string("mixed_precision", "none", "none|bfloat16|float16.")
 _JIT = flags.DEFINE_bool("jit_compile", False, "XLA-compile forward/backward.")
+_PROFILE_DIR = flags.DEFINE_string("profile_dir", None, "If set, profile one more step with "
+                                   "tf.profiler into this dir (TensorBoard's Profile tab reads it) "
+                                   "and print the time per TF op type.")
+_TOP_OPS = 25
+
+
+def op_time_by_type(profile_dir):
+    """{op type: (total ms, count)} of the TF ops in the newest trace under `profile_dir`.
+
+    Reads the XSpace protobuf the profiler writes; op events are named "node_name:OpType" (oneDNN
+    kernels as "_MklNative<Op>"). Times are summed over threads, so they add up to more than the
+    wall time of the step.
+    """
+    import collections
+    import glob
+
+    from tensorflow.tsl.profiler.protobuf import xplane_pb2
+
+    paths = sorted(glob.glob(os.path.join(profile_dir, "**", "*.xplane.pb"), recursive=True),
+                   key=os.path.getmtime)
+    space = xplane_pb2.XSpace()
+    with open(paths[-1], "rb") as f:
+        space.ParseFromString(f.read())
+    total, count = collections.Counter(), collections.Counter()
+    for plane in space.planes:
+        for line in plane.lines:
+            for event in line.events:
+                name = plane.event_metadata[event.metadata_id].name
+                node, sep, op = name.rpartition(":")
+                # Skip the executor's own events ("ExecutorState::Process", "...::Run").
+                if sep and node and "::" not in name and (op[:1].isupper() or op[:1] == "_"):
+                    total[op] += event.duration_ps / 1e9
+                    count[op] += 1
+    return {op: (ms, count[op]) for op, ms in total.most_common()}
 
 
 def main(argv):
@@ -64,6 +98,17 @@ def main(argv):
         float(logs["train_loss_sum"])  # waits for the step to finish
         times.append(time.perf_counter() - t)
     ms = np.array(times) * 1e3
+    top_ops = None
+    if _PROFILE_DIR.value:
+        tf.profiler.experimental.start(_PROFILE_DIR.value)
+        float(search._train_fn(batch)["train_loss_sum"])
+        tf.profiler.experimental.stop()
+        ops_ms = op_time_by_type(_PROFILE_DIR.value)
+        all_ms = sum(t for t, _ in ops_ms.values())
+        print(f"{'op type':44s} {'ms':>9s} {'calls':>6s}  share (op time summed over threads)")
+        for op, (t, n) in list(ops_ms.items())[:_TOP_OPS]:
+            print(f"{op:44s} {t:9.0f} {n:6d}  {100 * t / all_ms:5.1f}%")
+        top_ops = {op: round(t, 1) for op, (t, _) in list(ops_ms.items())[:_TOP_OPS]}
     median = float(np.median(ms))
     images_per_s = 1e3 * _BATCH.value / median
     result = {
@@ -79,8 +124,19 @@ def main(argv):
             "layers", "init_channels", "nodes", "batch_size", "unrolled", "strategy",
             "cpu_devices", "mixed_precision", "jit_compile")} | {"image_size": _IMAGE.value},
         "tensorflow": tf.__version__,
+        "onednn": _onednn_enabled(),
     }
+    if top_ops:
+        result["top_ops_ms"] = top_ops
     print(json.dumps(result))
+
+
+def _onednn_enabled():
+    try:
+        from tensorflow.python.util import _pywrap_util_port
+        return bool(_pywrap_util_port.IsMklEnabled())
+    except ImportError:  # private API; the figure is informative only
+        return None
 
 
 if __name__ == "__main__":
