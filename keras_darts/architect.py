@@ -221,7 +221,7 @@ class BilevelStep:
         g_plus, _, _ = self._stateless_grads(w_plus, x_train, y_train, wrt_weights=False)
         # The two passes are independent, so the executor would interleave them and hold both
         # passes' activations at once; running the second after the first keeps peak memory at
-        # one pass (13.8 -> see BUILD_NOTES GB at 8 cells, C=16, batch 64).
+        # one pass (BUILD_NOTES, "Benchmarks": 13.5 GB before, at 8 cells, C=16, batch 64).
         with tf.control_dependencies(g_plus):
             w_minus = [w - tf.cast(eps, w.dtype) * g for w, g in zip(w_values, v)]
         g_minus, _, _ = self._stateless_grads(w_minus, x_train, y_train, wrt_weights=False)

@@ -270,7 +270,6 @@ def test_mixed_precision_search_steps_learn(mode, restore_policy):
         assert float(loss_scale.scale.numpy()) == 1.0
 
 
-@pytest.mark.slow
 def test_jit_compile_search_steps_learn(restore_policy):
-    """XLA-compiled gradient functions on CPU (the compile alone takes ~1-2 minutes here)."""
+    """XLA-compiled gradient functions on CPU (the compile alone takes ~1 minute here)."""
     _search_steps("none", jit_compile=True)
