@@ -221,7 +221,7 @@ def test_model_drop_path_prob_variable_training_only_and_no_retrace():
     x = _images(8, 8)
     reference = model(x, training=True).numpy()
     forward = tf.function(lambda x: model(x, training=True))
-    np.testing.assert_allclose(forward(x).numpy(), reference, atol=1e-6)
+    np.testing.assert_allclose(forward(x).numpy(), reference, rtol=1e-5, atol=1e-5)  # graph vs eager: oneDNN fuses differently
     model.set_drop_path_prob(0.9)
     dropped = forward(x).numpy()
     assert forward.experimental_get_tracing_count() == 1
