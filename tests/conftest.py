@@ -42,3 +42,27 @@ def cifar_dir():
     if not os.path.exists(os.path.join(CIFAR_DIR, "train.npz")):
         pytest.skip(f"offline CIFAR-10 not found at {CIFAR_DIR}")
     return CIFAR_DIR
+
+
+@pytest.fixture(autouse=True)
+def no_network(monkeypatch):
+    """Tests never touch the network (CI has none): Python sockets may only reach loopback (the
+    multi-worker test's gRPC runs in child processes), and tfds may not look up GCS (TF's C++
+    filesystem, which Python sockets do not see)."""
+    import socket
+
+    real_connect = socket.socket.connect
+
+    def connect(sock, address):
+        host = address[0] if isinstance(address, tuple) else address
+        if sock.family in (socket.AF_INET, socket.AF_INET6) and host not in (
+                "127.0.0.1", "::1", "localhost"):
+            raise ConnectionError(f"tests must not use the network (connect to {address!r})")
+        return real_connect(sock, address)
+
+    monkeypatch.setattr(socket.socket, "connect", connect)
+    try:
+        from tensorflow_datasets.core.utils import gcs_utils
+    except ImportError:
+        return
+    monkeypatch.setattr(gcs_utils, "_is_gcs_disabled", True)
