@@ -402,7 +402,22 @@ def _suggestion(name):
 
 
 def _load_tfds(name, data_dir, flag, with_test, need_test):
-    """Loads the train and test splits of a tfds dataset, refusing fast when it is not prepared."""
+    """Loads the train and test splits of a tfds dataset, refusing fast when it is not prepared.
+
+    absl warnings are muted meanwhile: a failed download logs "Variant folder ... has no
+    dataset_info.json" to stderr, and a user error must stay one line there.
+    """
+    from absl import logging as absl_logging  # pylint: disable=import-outside-toplevel
+
+    verbosity = absl_logging.get_verbosity()
+    absl_logging.set_verbosity(absl_logging.ERROR)
+    try:
+        return _load_tfds_splits(name, data_dir, flag, with_test, need_test)
+    finally:
+        absl_logging.set_verbosity(verbosity)
+
+
+def _load_tfds_splits(name, data_dir, flag, with_test, need_test):
     import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
 
     where = f"{flag}={name}"

@@ -137,7 +137,7 @@ def run(config, quiet=False):
     """Runs (or resumes) a search; returns the final Genotype."""
     config.validate()
     resuming = run_utils.check_output_dir(config.output_dir, config.to_dict(), SEARCH_RESUME_NEUTRAL)
-    data = _load_data(config)
+    data = data_lib.load_image_data(config.dataset, config.data_dir)
     distribute.set_mixed_precision(config.mixed_precision)
     run_utils.set_determinism(config.seed, config.deterministic)
     search = SearchRun(config, data)
@@ -146,19 +146,6 @@ def run(config, quiet=False):
         return _search(search, write_dir, resuming, quiet)
     finally:
         write_dir.cleanup()
-
-
-def _load_data(config):
-    """Loads the dataset with absl warnings muted: a failed tfds download logs "Variant folder ...
-    has no dataset_info.json" to stderr, and a user error must stay one line there."""
-    from absl import logging as absl_logging
-
-    verbosity = absl_logging.get_verbosity()
-    absl_logging.set_verbosity(absl_logging.ERROR)
-    try:
-        return data_lib.load_image_data(config.dataset, config.data_dir)
-    finally:
-        absl_logging.set_verbosity(verbosity)
 
 
 def _search(search, write_dir, resuming, quiet):
