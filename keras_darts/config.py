@@ -1,13 +1,48 @@
 """Run configurations: frozen dataclasses with the reference's defaults, validated up front.
 
+These dataclasses are the one definition of every option: the `bin/` tools generate their absl
+flags from the fields (`keras_darts.flags`), and the Python API takes the same names as keyword
+arguments. A field's help text lives in its metadata (`option`).
+
 No TensorFlow import here, so a bad flag is reported in a fraction of a second and before anything
 is written.
 """
 
 import dataclasses
+import difflib
 import math
 
 from keras_darts.errors import UserError
+
+
+def option(default, help_text):
+    """A config field: its default and the help text its command-line flag shows."""
+    return dataclasses.field(default=default, metadata={"help": help_text})
+
+
+class _Options:
+    """Construction from user options (flags that were given, or API keyword arguments)."""
+
+    @classmethod
+    def option_names(cls):
+        return tuple(f.name for f in dataclasses.fields(cls))
+
+    @classmethod
+    def from_options(cls, **options):
+        """The config for the options a user gave; every other field keeps its default.
+
+        Unknown names are a one-line error with the closest valid name.
+        """
+        names = cls.option_names()
+        for name in options:
+            if name not in names:
+                close = difflib.get_close_matches(name, names, n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                raise UserError(f"unknown option {name!r}{hint}")
+        return cls(**options)
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
 
 AUGMENT_CHOICES = ("auto", "none", "crop", "crop_flip")
 STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker")
@@ -51,36 +86,44 @@ def _raise_first(checks):
 
 
 @dataclasses.dataclass(frozen=True)
-class SearchConfig:
+class SearchConfig(_Options):
     """Search hyperparameters; the defaults are the reference's (`train_search.py`)."""
 
-    dataset: str = "cifar10"
-    data_dir: str = None
-    output_dir: str = None
-    layers: int = 8
-    init_channels: int = 16
-    nodes: int = 4
-    batch_size: int = 64
-    epochs: int = 50
-    learning_rate: float = 0.025
-    learning_rate_min: float = 0.001
-    momentum: float = 0.9
-    weight_decay: float = 3e-4
-    arch_learning_rate: float = 3e-4
-    arch_weight_decay: float = 1e-3
-    grad_clip: float = 5.0
-    train_portion: float = 0.5
-    unrolled: bool = False
-    seed: int = 2
-    steps_per_epoch: int = None
-    augment: str = "auto"
-    strategy: str = "auto"
-    cpu_devices: int = 1
-    sync_bn: bool = False
-    mixed_precision: str = "none"
-    jit_compile: bool = False
-    deterministic: bool = False
-    checkpoint_every: int = 0
+    dataset: str = option("cifar10",
+        "tfds name, .npz file, directory with train.npz/test.npz, or a directory of class "
+        "sub-folders of images.")
+    data_dir: str = option(None, "tensorflow_datasets data directory.")
+    output_dir: str = option(None,
+        "Where config, history, genotype, checkpoints and TensorBoard logs go. Rerun with the same"
+        " dir to resume.")
+    layers: int = option(8, "Number of cells in the supernet.")
+    init_channels: int = option(16, "Channels of the first cells.")
+    nodes: int = option(4, "Intermediate nodes per cell.")
+    batch_size: int = option(64, "Global batch size (over all replicas).")
+    epochs: int = option(50, "Search epochs.")
+    learning_rate: float = option(0.025, "Initial weight learning rate (cosine decay).")
+    learning_rate_min: float = option(0.001, "Final weight learning rate.")
+    momentum: float = option(0.9, "Weight SGD momentum.")
+    weight_decay: float = option(3e-4, "Weight L2 decay (added to the gradient).")
+    arch_learning_rate: float = option(3e-4, "Adam learning rate for the alphas.")
+    arch_weight_decay: float = option(1e-3, "Alpha L2 decay (added to the gradient).")
+    grad_clip: float = option(5.0, "Global-norm clip of the weight gradient (0: off).")
+    train_portion: float = option(0.5,
+        "Share of the training split used for weights; the rest trains the alphas.")
+    unrolled: bool = option(False, "Second-order (unrolled) architecture gradient.")
+    seed: int = option(2, "Random seed.")
+    steps_per_epoch: int = option(None, "Cap on steps per epoch (quick runs).")
+    augment: str = option("auto", "auto, none, crop or crop_flip.")
+    strategy: str = option("auto", "auto, one_device, mirrored or multi_worker.")
+    cpu_devices: int = option(1,
+        "Split the CPU into this many logical devices (lets --strategy=mirrored run several "
+        "replicas without GPUs).")
+    sync_bn: bool = option(False, "Synchronise BatchNorm statistics across replicas.")
+    mixed_precision: str = option("none", "none, bfloat16 or float16.")
+    jit_compile: bool = option(False, "XLA-compile the forward/backward passes.")
+    deterministic: bool = option(False, "TF op determinism (bit-identical reruns).")
+    checkpoint_every: int = option(0,
+        "Also checkpoint every N steps within an epoch (0: at epoch ends only).")
 
     def validate(self):
         _raise_first(_shared_checks(self) + [
@@ -93,8 +136,6 @@ class SearchConfig:
              "must be >= 0"),
         ])
 
-    def to_dict(self):
-        return dataclasses.asdict(self)
 
 
 # Changing these between runs in one output dir does not change what a resumed run computes.
@@ -102,45 +143,53 @@ SEARCH_RESUME_NEUTRAL = ("output_dir", "data_dir", "checkpoint_every", "cpu_devi
 
 
 @dataclasses.dataclass(frozen=True)
-class RetrainConfig:
+class RetrainConfig(_Options):
     """Retrain hyperparameters; the defaults are the reference's CIFAR setting (`train.py`, run
     with `--auxiliary --cutout` as the paper's results were)."""
 
-    genotype: str = "DARTS_V2"
-    dataset: str = "cifar10"
-    data_dir: str = None
-    test_dataset: str = None
-    output_dir: str = None
-    variant: str = "cifar"
-    layers: int = 20
-    init_channels: int = 36
-    batch_size: int = 96
-    epochs: int = 600
-    learning_rate: float = 0.025
-    learning_rate_min: float = 0.0
-    momentum: float = 0.9
-    weight_decay: float = 3e-4
-    grad_clip: float = 5.0
-    auxiliary: bool = True
-    auxiliary_weight: float = 0.4
-    cutout: bool = True
-    cutout_length: int = 16
-    drop_path_prob: float = 0.2
-    augment: str = "auto"
-    seed: int = 0
-    steps_per_epoch: int = None
-    eval_steps: int = None
-    strategy: str = "auto"
-    cpu_devices: int = 1
-    sync_bn: bool = False
-    mixed_precision: str = "none"
-    jit_compile: bool = False
-    deterministic: bool = False
-    checkpoint_every: int = 0
-    export_dir: str = None
-    model_name: str = "darts"
-    version: int = None
-    overwrite: bool = False
+    genotype: str = option("DARTS_V2",
+        "A published genotype (DARTS_V1, DARTS_V2) or a genotype.json written by bin/search (or "
+        "its output dir).")
+    dataset: str = option("cifar10",
+        "tfds name, .npz file, directory with train.npz/test.npz, or a directory of class "
+        "sub-folders (with train/ and test/).")
+    data_dir: str = option(None, "tensorflow_datasets data directory.")
+    test_dataset: str = option(None,
+        "Test data (npz or folder) when it is not beside the training data.")
+    output_dir: str = option(None,
+        "Where config, metrics, checkpoints and TensorBoard logs go. Rerun with the same dir to "
+        "resume.")
+    variant: str = option("cifar", "cifar or imagenet (mobile setting: 2 stride-2 stems).")
+    layers: int = option(20, "Number of cells.")
+    init_channels: int = option(36, "Channels of the first cells.")
+    batch_size: int = option(96, "Global batch size (over all replicas).")
+    epochs: int = option(600, "Training epochs.")
+    learning_rate: float = option(0.025, "Initial learning rate (cosine decay).")
+    learning_rate_min: float = option(0.0, "Final learning rate.")
+    momentum: float = option(0.9, "SGD momentum.")
+    weight_decay: float = option(3e-4, "L2 weight decay (added to the gradient).")
+    grad_clip: float = option(5.0, "Global-norm gradient clip (0: off).")
+    auxiliary: bool = option(True, "Auxiliary head loss (training only).")
+    auxiliary_weight: float = option(0.4, "Weight of the auxiliary loss.")
+    cutout: bool = option(True, "Cutout augmentation.")
+    cutout_length: int = option(16, "Cutout square side.")
+    drop_path_prob: float = option(0.2, "Final drop-path probability (linear ramp).")
+    augment: str = option("auto", "auto, none, crop or crop_flip.")
+    seed: int = option(0, "Random seed.")
+    steps_per_epoch: int = option(None, "Cap on steps per epoch (quick runs).")
+    eval_steps: int = option(None, "Cap on test batches per evaluation (quick runs).")
+    strategy: str = option("auto", "auto, one_device, mirrored or multi_worker.")
+    cpu_devices: int = option(1, "Split the CPU into this many logical devices.")
+    sync_bn: bool = option(False, "Synchronise BatchNorm statistics across replicas.")
+    mixed_precision: str = option("none", "none, bfloat16 or float16.")
+    jit_compile: bool = option(False, "XLA-compile the forward/backward pass.")
+    deterministic: bool = option(False, "TF op determinism (bit-identical reruns).")
+    checkpoint_every: int = option(0, "Also checkpoint every N steps within an epoch.")
+    export_dir: str = option(None,
+        "Export a SavedModel to EXPORT_DIR/MODEL_NAME/VERSION/ at the end.")
+    model_name: str = option("darts", "Model folder name (TF Serving's MODEL_NAME).")
+    version: int = option(None, "Export version; default: 1 + the largest existing one.")
+    overwrite: bool = option(False, "Replace an existing export version.")
 
     def validate(self):
         _raise_first([
@@ -160,9 +209,27 @@ class RetrainConfig:
              "--model_name", self.model_name, "must be a plain folder name"),
         ])
 
-    def to_dict(self):
-        return dataclasses.asdict(self)
-
 
 RETRAIN_RESUME_NEUTRAL = ("output_dir", "data_dir", "checkpoint_every", "cpu_devices", "strategy",
                   "export_dir", "model_name", "version", "overwrite", "eval_steps")
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportConfig(_Options):
+    """`bin/export`: export a retrain run's latest checkpoint again, as a new version."""
+
+    checkpoint_dir: str = option(None, "Retrain output directory: config.json and checkpoints/.")
+    export_dir: str = option(None,
+        "Base directory; the SavedModel goes to EXPORT_DIR/MODEL_NAME/VERSION/.")
+    model_name: str = option("darts", "Model folder name (TF Serving MODEL_NAME).")
+    version: int = option(None, "Positive version number; default: 1 + the largest existing "
+                          "version.")
+    overwrite: bool = option(False, "Replace an existing version folder.")
+
+    def validate(self):
+        _raise_first([
+            (self.version is None or self.version >= 1, "--version", self.version,
+             "must be a positive integer"),
+            (bool(self.model_name) and "/" not in self.model_name and self.model_name[0] != ".",
+             "--model_name", self.model_name, "must be a plain folder name"),
+        ])
