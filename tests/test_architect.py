@@ -5,7 +5,9 @@ built once per module: eager execution of this graph costs a few seconds per ste
 costs more. Each test restores the initial variable values and builds fresh optimisers.
 """
 
+import importlib
 import math
+import pkgutil
 
 import keras
 import numpy as np
@@ -94,6 +96,11 @@ def _rel(a, b):
     return np.linalg.norm(a - b) / np.linalg.norm(b)
 
 
+def _ops_modules():
+    return [importlib.import_module(f"keras_darts.ops.{m.name}")
+            for m in pkgutil.iter_modules(darts_ops.__path__)]
+
+
 class _SmoothOps:
     """`keras.ops` with relu -> softplus and max_pool -> average_pool (both smooth)."""
 
@@ -125,7 +132,7 @@ def test_unrolled_gradient_matches_exact_second_order(net, monkeypatch):
     a kink, and on this tiny network the finite difference is then several times off the exact
     Hessian-vector product (measured while writing this test: relative error ~5x). That is the
     reference algorithm itself, not an implementation error, so here relu -> softplus and
-    max_pool -> average_pool (patched in keras_darts.ops for this test only).
+    max_pool -> average_pool (patched in the keras_darts.ops modules for this test only).
 
     Tolerance: relative L2 error 2e-2. Measured: 2e-4 to 4e-3 depending on the initial weights
     (O(eps^2) truncation with eps*||v|| = 0.01, plus float32 round-off in the alpha gradients
@@ -137,8 +144,12 @@ def test_unrolled_gradient_matches_exact_second_order(net, monkeypatch):
     wrong (measured: the nested-tape "exact" gradient was then 16% off finite differences of the
     loss, which the unrolled gradient matched); the fused float32 kernel's grad-of-grad is right.
     """
-    assert hasattr(darts_ops, "K"), "keras_darts.ops no longer imports keras.ops as K"
-    monkeypatch.setattr(darts_ops, "K", _SmoothOps())
+    # Every ops module that calls keras.ops (as K), as when ops was one module.
+    patched = [m for m in _ops_modules() if hasattr(m, "K")]
+    assert {m.__name__ for m in patched} >= {"keras_darts.ops.conv_ops", "keras_darts.ops.pool_ops"}, (
+        "the ops modules no longer import keras.ops as K")
+    for module in patched:
+        monkeypatch.setattr(module, "K", _SmoothOps())
     xi, momentum, wd = 0.1, 0.9, 0.05
     step = _make_step(net, lr=xi, momentum=momentum, wd=wd, unrolled=True)
     rng = np.random.default_rng(2)

@@ -428,7 +428,7 @@ def test_bn_running_mean_matches_pytorch(sync_bn):
 
 
 _BIASED_VAR = (
-    "keras_darts/ops.py:34-39 batch_norm(sync_bn=True) returns keras.layers.BatchNormalization, "
+    "keras_darts/ops/batchnorm.py batch_norm(sync_bn=True) returns keras.layers.BatchNormalization, "
     "which updates moving_variance with the biased batch variance; PyTorch's BatchNorm2d (and the "
     "package's own FusedBatchNorm used when sync_bn=False) use the unbiased one, n/(n-1) larger. "
     "With sync_bn the running variance used at eval time deviates from the reference.")
@@ -501,8 +501,8 @@ def test_get_config_round_trip(factory):
 # ----------------------------------------------------------------------------------------------
 
 _DTYPE_BUG = (
-    "A composite op ignores its own `dtype`: keras_darts/ops.py conv2d() (:95), "
-    "depthwise_conv2d() (:107) and batch_norm() (:34) build sublayers without "
+    "A composite op ignores its own `dtype`: keras_darts/ops/layers_util.py conv2d(), "
+    "depthwise_conv2d() and ops/batchnorm.py batch_norm() build sublayers without "
     "dtype=self.dtype_policy (ReLUConvBN/DilConv/SepConv/"
     "FactorizedReduce/Pool __init__), so e.g. SepConv(dtype='float64') reports a float64 policy "
     "(and get_config records it) but creates float32 sublayers and variables; from_config of such "

@@ -452,7 +452,7 @@ def test_config_round_trip_same_output(tiny2):
 
 @pytest.mark.xfail(strict=True, reason=(
     "SearchNetwork/SearchCell/MixedOp (and the ops) do not forward their dtype policy to their "
-    "sublayers (keras_darts/supernet.py:50-65, search_cells.py:27-31 and 76-86, ops.py conv2d/"
+    "sublayers (keras_darts/supernet.py:50-65, search_cells.py:27-31 and 76-86, ops/ conv2d/"
     "depthwise_conv2d/batch_norm): SearchNetwork(dtype='mixed_float16') records that policy in "
     "its config but every cell computes in the global policy (float32), and from_config cannot "
     "reproduce a model built under another global policy."))
