@@ -16,7 +16,7 @@ from keras_darts import data as data_lib
 from keras_darts import distribute
 from keras_darts import genotype as genotype_lib
 from keras_darts import run_utils
-from keras_darts.architect import LossScale, all_reduce_sum, apply_gradients
+from keras_darts.gradients import LossScale, all_reduce_sum, apply_gradients
 from keras_darts.config import RETRAIN_RESUME_NEUTRAL, RetrainConfig  # noqa: F401 (re-export)
 from keras_darts.errors import UserError
 from keras_darts.io_utils import atomic_write_json

@@ -16,7 +16,8 @@ import tensorflow as tf
 from keras import ops as keras_ops
 
 import keras_darts.ops as darts_ops
-from keras_darts.architect import BilevelStep, LossScale, apply_gradients
+from keras_darts.architect import BilevelStep
+from keras_darts.gradients import LossScale, apply_gradients
 from keras_darts.optimizers import EpochCosineDecay, TorchSGD, arch_adam
 from keras_darts.supernet import SearchNetwork
 
@@ -58,13 +59,13 @@ TRAIN, VAL = _batch(10), _batch(11)
 
 
 def _make_step(model, lr=0.1, momentum=0.9, wd=3e-4, arch_lr=3e-3, arch_wd=1e-3, grad_clip=5.0,
-               unrolled=False, loss_scale=None):
+               unrolled=False, loss_scale=None, **kwargs):
     opt = TorchSGD(lr, momentum, wd)
     opt.build(model.trainable_variables)
     aopt = arch_adam(arch_lr)
     aopt.build(model.arch_variables)
     return BilevelStep(model, opt, aopt, BATCH, grad_clip=grad_clip, arch_weight_decay=arch_wd,
-                       unrolled=unrolled, loss_scale=loss_scale)
+                       unrolled=unrolled, loss_scale=loss_scale, **kwargs)
 
 
 def _mean_ce(y, logits):
@@ -74,7 +75,7 @@ def _mean_ce(y, logits):
 
 def _logits_at(model, weights, alphas, x):
     """Logits with weight values `weights` and alpha values `alphas` (written independently of
-    BilevelStep.stateless_logits)."""
+    BilevelStep)."""
     index = {id(v): i for i, v in enumerate(model.arch_variables)}
     non_trainable = [alphas[index[id(v)]] if id(v) in index else v.value
                      for v in model.non_trainable_variables]
@@ -195,7 +196,7 @@ def test_unrolled_arch_step_changes_only_alphas(net):
     weights = _values(net.trainable_variables)
     buffers = _values([step.weight_optimizer.momentum_buffer(v) for v in net.trainable_variables])
     alphas = _values(net.arch_variables)
-    step.arch_step(TRAIN, VAL)
+    step.architecture_step(TRAIN, VAL)
     _assert_bitwise_equal(weights, net.trainable_variables, "unrolled arch step")
     _assert_bitwise_equal(
         buffers, [step.weight_optimizer.momentum_buffer(v) for v in net.trainable_variables],
@@ -203,6 +204,30 @@ def test_unrolled_arch_step_changes_only_alphas(net):
     assert int(step.weight_optimizer.iterations.numpy()) == 0
     for before, a in zip(alphas, net.arch_variables):
         assert not np.array_equal(before, a.numpy())
+
+
+# === The arch_regularizers hook ===
+
+
+def test_arch_regularizers_add_their_alpha_gradient_first_order_and_unrolled(net):
+    """R = c * sum(alphas_normal^2) + sum(alphas_reduce): the gradient with R minus the gradient
+    without it is dR/da = (2c * alphas_normal, 1) in both modes (in the unrolled one R depends on
+    the alphas only, so v and the Hessian term are untouched), and the step logs R."""
+    c = 0.7
+    a_normal = net.alphas_normal.numpy().astype(np.float64)
+    expected = [2 * c * a_normal, np.ones(net.alphas_reduce.shape)]
+    regs = (lambda m: c * tf.reduce_sum(tf.square(m.alphas_normal)),
+            lambda m: tf.reduce_sum(m.alphas_reduce))
+    for unrolled in (False, True):
+        plain = _make_step(net, unrolled=unrolled)
+        with_reg = _make_step(net, unrolled=unrolled, arch_regularizers=regs)
+        g0 = [g.numpy() for g in plain.arch_gradients(TRAIN, VAL)[0]]
+        g1 = [g.numpy() for g in with_reg.arch_gradients(TRAIN, VAL)[0]]
+        for a, b, e in zip(g1, g0, expected):
+            np.testing.assert_allclose(a - b, e, rtol=1e-4, atol=1e-5, err_msg=f"unrolled={unrolled}")
+    r = c * np.sum(a_normal**2) + np.sum(net.alphas_reduce.numpy())  # at the alphas before the step
+    logs = _make_step(net, arch_regularizers=regs).replica_step(TRAIN, VAL)
+    assert float(logs["arch_regularization"]) == pytest.approx(r, rel=1e-5)
 
 
 # === First-order architecture step: Adam on the alphas ===
@@ -228,7 +253,7 @@ def test_first_order_arch_step_is_adam_on_alphas_only(net):
                                            alphas, VAL[0]))
     grads = [g.numpy().astype(np.float64) for g in tape.gradient(loss, alphas)]
 
-    step.arch_step(TRAIN, VAL)
+    step.architecture_step(TRAIN, VAL)
     _assert_bitwise_equal(weights, net.trainable_variables, "first-order arch step")
     assert int(step.weight_optimizer.iterations.numpy()) == 0
 
