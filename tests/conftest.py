@@ -36,12 +36,27 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+def in_ci():
+    """Whether CI=true (as CI services set it): missing test data is then an error, not a skip."""
+    return os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
+
+
+def find_cifar_dir():
+    """CIFAR_DIR if it holds train.npz; else skips the test, or fails it under CI, where skipping
+    would silently drop every CLI test."""
+    if os.path.exists(os.path.join(CIFAR_DIR, "train.npz")):
+        return CIFAR_DIR
+    message = f"offline CIFAR-10 not found at {CIFAR_DIR} (train.npz, test.npz)"
+    if in_ci():
+        pytest.fail(f"{message}; CI=true, so the tests that need it fail instead of skipping",
+                    pytrace=False)
+    pytest.skip(message)
+
+
 @pytest.fixture(scope="session")
 def cifar_dir():
     """The offline CIFAR-10 copy (../shared/data/cifar10); tests slice it, never copy it."""
-    if not os.path.exists(os.path.join(CIFAR_DIR, "train.npz")):
-        pytest.skip(f"offline CIFAR-10 not found at {CIFAR_DIR}")
-    return CIFAR_DIR
+    return find_cifar_dir()
 
 
 @pytest.fixture(autouse=True)
