@@ -79,7 +79,7 @@ LAYERS = (
     ("base", {"errors", "io_utils", "flags", "config", "genotype", "data"}),
     ("ops", {"ops"}),
     ("models", {"network", "search_cells", "supernet"}),
-    ("training", {"architect", "optimizers", "run_utils", "distribute"}),
+    ("training", {"architect", "unrolled", "gradients", "optimizers", "run_utils", "distribute"}),
     ("loops", {"search_loop", "retrain_loop", "export", "visualize"}),
 )
 RANK = {unit: rank for rank, (_, units) in enumerate(LAYERS) for unit in units}
