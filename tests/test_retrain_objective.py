@@ -1,9 +1,9 @@
 """What a retrain optimises and sees: loss = CE + 0.4 * CE_aux, and augmentation (crop, flip,
 cutout) on the training batches only, never on the evaluation batches.
 
-One tiny RetrainRun (3 cells of one node, C=4, 32x32 images so the auxiliary head sees its 8x8 map, batch 8)
-with the reference defaults (auxiliary_weight 0.4, cutout 16, augment auto = crop + flip), built
-once; everything runs eagerly, nothing is traced.
+One tiny RetrainRun (3 cells of one node, C=4, batch 8, 32x32 images so that the auxiliary head
+sees its 8x8 map) with the reference defaults (auxiliary_weight 0.4, cutout 16, augment auto =
+crop + flip), built once; everything runs eagerly, nothing is traced.
 """
 
 import numpy as np
@@ -47,9 +47,10 @@ def _mean_ce_grad_wrt_logits(logits, y):
 def test_retrain_step_minimises_ce_plus_04_auxiliary_ce(run):
     """The step's gradients w.r.t. the two classifier biases are those of CE + 0.4 * CE_aux.
 
-    A bias gradient is the batch sum of d loss / d logits, so this pins the form (softmax cross
-    entropy of the logits, averaged over the global batch) and the weights (1 and 0.4) of both
-    terms against a hand computation from the logits of the same forward pass.
+    `RetrainRun._grads` is where the step computes its loss and gradients (the loss itself is not
+    returned). A bias gradient is the batch sum of d loss / d logits, so this pins the form
+    (softmax cross entropy of the logits, averaged over the global batch) and the weights (1 and
+    0.4) of both terms against a hand computation from the logits of the same forward pass.
     Tolerance 1e-6 absolute on gradients of ~1e-2: float32 softmax round-off.
     """
     rng = np.random.default_rng(1)
