@@ -1,0 +1,95 @@
+#!/usr/bin/env python3
+"""Search vs random (issue 15): does the search find a better cell than chance, at this budget?
+
+Runs --search_seeds searches (bin/search, seeds 0..N-1) and retrains each searched cell, --random
+cells drawn uniformly from the same space (keras_darts.random_cells; cell i from seed
+(--random_seed, i)) and the --named published cells, all under one retrain protocol (bin/retrain),
+scored on the full test split. Prints a table (cell, accuracy, parameters, search and retrain
+minutes) and, last, one JSON line: the searched cells' mean and the random cells' mean, median,
+best, min, max and sample sd (n-1), plus the verdict (searched mean above / within / below the
+random cells' [min, max]; within = a tie).
+
+  python benchmarks/search_vs_random.py --work_dir=/tmp/svr --dataset=../shared/data/cifar10 \\
+      --search_seeds=2 --random=5 --named=DARTS_V2 \\
+      --search_args="--layers=5 --init_channels=8 --batch_size=32 --epochs=10" \\
+      --retrain_layers=8 --retrain_channels=16 --retrain_epochs=10 --retrain_batch_size=96 \\
+      --retrain_args="--noauxiliary --drop_path_prob=0.2"
+
+--search_args and --retrain_args are handed to bin/search and bin/retrain as they are (any flag
+of those tools, present or future); the benchmark sets dataset, output dir, seed (and for retrain
+the protocol flags above and the genotype) itself and refuses them there.
+
+--select_on chooses what is scored, so settings can be compared without the test split:
+  test        every cell retrained and scored on the test split (the final figure; score once);
+  search_val  searches only: each search's final search-val accuracy (history.jsonl), no retrain;
+  heldout     the last --heldout_size training images are held out (written once as
+              WORK_DIR/heldout_data/{train,test}.npz); searches and retrains train on the rest and
+              every cell is scored on the held-out part. The test split is never read.
+
+Resumable: rerun the same command. A search is finished when its config.json matches this
+command's search config and history.jsonl has all epochs (and genotype.json is valid); a retrain
+when its config.json matches (genotype compared by content) and metrics.json exists. Unfinished
+runs are relaunched and resume from their checkpoints. A run dir holding another configuration
+stops the benchmark before anything is launched. Work dir:
+
+  WORK_DIR/
+    search/seed_<s>/           bin/search output (config.json, history.jsonl, genotype.json, ...)
+    cells/random_<i>.json      the random genotypes
+    retrain/search_seed_<s>/   bin/retrain output for each cell (config.json, metrics.json, ...)
+    retrain/random_<i>/
+    retrain/named_<NAME>/
+    logs/<run>.log             each subprocess's stdout and stderr (appended over launches)
+    logs/<run>.time.json       wall seconds of its launches (the table's minutes)
+    heldout_data/              only with --select_on=heldout
+    results.json               rows and summary of the last invocation
+"""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from absl import flags  # noqa: E402
+
+from keras_darts.errors import run  # noqa: E402
+
+_WORK_DIR = flags.DEFINE_string("work_dir", None, "Where every run, log and result goes. Rerun "
+                                "with the same dir to resume.")
+_DATASET = flags.DEFINE_string("dataset", "cifar10", "Any --dataset of bin/search (tfds name, "
+                               ".npz, dir with train.npz/test.npz, class folders).")
+_DATA_DIR = flags.DEFINE_string("data_dir", None, "tensorflow_datasets data directory.")
+_SEARCH_SEEDS = flags.DEFINE_integer("search_seeds", 2, "Searches to run (seeds 0..N-1).")
+_SEARCH_ARGS = flags.DEFINE_string("search_args", "", "Flags for bin/search, as one string.")
+_RANDOM = flags.DEFINE_integer("random", 5, "Random cells to draw and retrain.")
+_RANDOM_SEED = flags.DEFINE_integer("random_seed", 0, "Base seed of the random cells.")
+_NAMED = flags.DEFINE_list("named", [], "Published cells to retrain too, e.g. DARTS_V2.")
+_LAYERS = flags.DEFINE_integer("retrain_layers", 8, "Retrain protocol: cells.")
+_CHANNELS = flags.DEFINE_integer("retrain_channels", 16, "Retrain protocol: initial channels.")
+_EPOCHS = flags.DEFINE_integer("retrain_epochs", 10, "Retrain protocol: epochs.")
+_BATCH = flags.DEFINE_integer("retrain_batch_size", 96, "Retrain protocol: batch size.")
+_SEED = flags.DEFINE_integer("retrain_seed", 0, "Retrain protocol: seed (the same for every cell).")
+_RETRAIN_ARGS = flags.DEFINE_string("retrain_args", "", "More flags for bin/retrain, as one "
+                                    "string (e.g. \"--noauxiliary --drop_path_prob=0.2\").")
+_SELECT_ON = flags.DEFINE_enum("select_on", "test", ["test", "search_val", "heldout"],
+                               "What is scored (see the docstring).")
+_HELDOUT = flags.DEFINE_integer("heldout_size", 5000, "With --select_on=heldout: training images "
+                                "held out for scoring.")
+
+
+def main(argv):
+    from keras_darts.errors import UserError
+
+    if len(argv) > 1:
+        raise UserError(f"unexpected argument {argv[1]!r}")
+    from keras_darts import search_vs_random
+
+    search_vs_random.run(
+        _WORK_DIR.value, _DATASET.value, _DATA_DIR.value, _SEARCH_SEEDS.value, _SEARCH_ARGS.value,
+        _RANDOM.value, _RANDOM_SEED.value, _NAMED.value, _LAYERS.value, _CHANNELS.value,
+        _EPOCHS.value, _BATCH.value, _SEED.value, _RETRAIN_ARGS.value, _SELECT_ON.value,
+        _HELDOUT.value, log=lambda line: print(line, flush=True))
+
+
+if __name__ == "__main__":
+    flags.mark_flags_as_required(["work_dir"])
+    run(main)
