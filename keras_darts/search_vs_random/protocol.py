@@ -3,9 +3,9 @@
 The benchmark forwards `--search_args` / `--retrain_args` to bin/search / bin/retrain verbatim. It
 also parses them here, against the same config dataclasses the tools use, for three reasons: a bad
 flag fails before any run starts, the random cells come from the search's space (`--nodes`), and a
-finished run is recognised by comparing its config.json with the config the flags give. Flags are
-generated from the dataclass fields, so any option added to SearchConfig/RetrainConfig passes
-through unchanged.
+finished run is recognised by comparing its config.json with the config the flags give. The flags
+are generated from the dataclass fields as bin/ generates them (keras_darts.flags), so any option
+added to SearchConfig/RetrainConfig passes through unchanged.
 """
 
 import dataclasses
@@ -14,6 +14,7 @@ import shlex
 from absl import flags
 
 from keras_darts import config as config_lib
+from keras_darts import flags as flags_lib
 from keras_darts.errors import UserError
 
 # Set by the benchmark itself (each run gets its own dir, seed and genotype): field -> the
@@ -25,14 +26,6 @@ RETRAIN_RESERVED = {**_SHARED, "genotype": "--random/--named",
                     "layers": "--retrain_layers", "init_channels": "--retrain_channels",
                     "epochs": "--retrain_epochs", "batch_size": "--retrain_batch_size",
                     "seed": "--retrain_seed", "export_dir": "nothing (it does not export)"}
-
-
-def _define(field, flag_values):
-    default = field.default
-    kind = field.type if isinstance(field.type, type) else type(default)
-    define = {bool: flags.DEFINE_bool, int: flags.DEFINE_integer,
-              float: flags.DEFINE_float}.get(kind, flags.DEFINE_string)
-    define(field.name, default, field.metadata.get("help", field.name), flag_values=flag_values)
 
 
 def parse_passthrough(config_cls, text, flag, reserved, fixed):
@@ -47,39 +40,44 @@ def parse_passthrough(config_cls, text, flag, reserved, fixed):
     except ValueError as e:
         raise UserError(f"{flag}={text!r}: cannot split ({e})") from None
     flag_values = flags.FlagValues()
-    for field in dataclasses.fields(config_cls):
-        _define(field, flag_values)
+    holders = flags_lib.define_flags(config_cls, flag_values=flag_values)
     try:
         rest = flag_values(["benchmark"] + argv)[1:]
     except flags.Error as e:
         raise UserError(f"{flag}={text!r}: {' '.join(str(e).split())}") from None
     if rest:
         raise UserError(f"{flag}={text!r}: unexpected argument {rest[0]!r}")
-    given = {name for name in flag_values if flag_values[name].present}
-    clash = sorted(given & set(reserved))
+    given = flags_lib.given_options(holders)
+    clash = sorted(set(given) & set(reserved))
     if clash:
         raise UserError(f"{flag}: --{clash[0]} is set by the benchmark: "
                         f"{reserved[clash[0]]}")
-    values = {f.name: flag_values[f.name].value for f in dataclasses.fields(config_cls)}
-    config = config_cls(**{**values, **fixed})
     try:
+        # As bin/ builds it: from the options given (the benchmark's own count as given), so
+        # presets and variant defaults resolve exactly as in the subprocess.
+        config = config_cls.from_options(**given, **fixed)
         config.validate()
     except UserError as e:
         raise UserError(f"{flag}: {e}") from None
     return config, argv
 
 
+def _data(dataset, data_dir):
+    # The flags the subprocess gets: --data_dir only when set, as the command lines pass it.
+    return {"dataset": dataset, **({"data_dir": data_dir} if data_dir else {})}
+
+
 def search_config(search_args, dataset, data_dir):
     """The search protocol (seed and output dir are per run: `with_run`)."""
     return parse_passthrough(config_lib.SearchConfig, search_args, "--search_args",
-                             SEARCH_RESERVED, {"dataset": dataset, "data_dir": data_dir})
+                             SEARCH_RESERVED, _data(dataset, data_dir))
 
 
 def retrain_config(retrain_args, dataset, data_dir, layers, channels, epochs, batch_size, seed):
     """The retrain protocol shared by every cell (genotype and output dir are per run)."""
     return parse_passthrough(
         config_lib.RetrainConfig, retrain_args, "--retrain_args", RETRAIN_RESERVED,
-        {"dataset": dataset, "data_dir": data_dir, "layers": layers, "init_channels": channels,
+        {**_data(dataset, data_dir), "layers": layers, "init_channels": channels,
          "epochs": epochs, "batch_size": batch_size, "seed": seed})
 
 
