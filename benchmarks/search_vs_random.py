@@ -30,10 +30,12 @@ Resumable: rerun the same command. A search is finished when its config.json mat
 command's search config and history.jsonl has all epochs (and genotype.json is valid); a retrain
 when its config.json matches (genotype compared by content) and metrics.json exists. Unfinished
 runs are relaunched and resume from their checkpoints. A run dir holding another configuration
-stops the benchmark before anything is launched. Work dir:
+stops the benchmark before anything is launched. To compare search settings, give each its own
+--tag in one work dir: the random and named cells are retrained once and shared. Work dir:
 
   WORK_DIR/
-    search/seed_<s>/           bin/search output (config.json, history.jsonl, genotype.json, ...)
+    search/seed_<s>/           bin/search output (config.json, history.jsonl, genotype.json, ...);
+                               search/<tag>_seed_<s>/ with --tag (and retrain/search_<tag>_seed_<s>/)
     cells/random_<i>.json      the random genotypes
     retrain/search_seed_<s>/   bin/retrain output for each cell (config.json, metrics.json, ...)
     retrain/random_<i>/
@@ -72,6 +74,8 @@ _RETRAIN_ARGS = flags.DEFINE_string("retrain_args", "", "More flags for bin/retr
                                     "string (e.g. \"--noauxiliary --drop_path_prob=0.2\").")
 _SELECT_ON = flags.DEFINE_enum("select_on", "test", ["test", "search_val", "heldout"],
                                "What is scored (see the docstring).")
+_TAG = flags.DEFINE_string("tag", "", "Names the search setting: settings with different tags "
+                           "share one work dir and its random/named retrains.")
 _HELDOUT = flags.DEFINE_integer("heldout_size", 5000, "With --select_on=heldout: training images "
                                 "held out for scoring.")
 
@@ -87,7 +91,7 @@ def main(argv):
         _WORK_DIR.value, _DATASET.value, _DATA_DIR.value, _SEARCH_SEEDS.value, _SEARCH_ARGS.value,
         _RANDOM.value, _RANDOM_SEED.value, _NAMED.value, _LAYERS.value, _CHANNELS.value,
         _EPOCHS.value, _BATCH.value, _SEED.value, _RETRAIN_ARGS.value, _SELECT_ON.value,
-        _HELDOUT.value, log=lambda line: print(line, flush=True))
+        _HELDOUT.value, _TAG.value, log=lambda line: print(line, flush=True))
 
 
 if __name__ == "__main__":

@@ -94,6 +94,17 @@ def test_runs_everything_once_then_resumes_without_launching(tmp_path):
     assert third.calls == ["search:seed_1", "retrain:random_1"]
 
 
+def test_tagged_settings_share_the_random_and_named_retrains(tmp_path):
+    svr.run(runner=FakeTools(), **bench_kwargs(tmp_path, search_seeds=1, random=1, tag="a"))
+    tools = FakeTools()
+    rows, _ = svr.run(runner=tools, **bench_kwargs(
+        tmp_path, search_seeds=1, random=1, tag="b-2", search_args=SEARCH_ARGS + " --epochs=1"))
+    assert tools.calls == ["search:b-2_seed_0", "retrain:search_b-2_seed_0"]
+    assert [r["cell"] for r in rows] == ["search b-2 seed 0", "random 0", "DARTS_V2"]
+    with pytest.raises(UserError, match=r"--tag=a/b: use letters, digits"):
+        svr.run(runner=tools, **bench_kwargs(tmp_path, tag="a/b"))
+
+
 def test_hand_made_finished_run_is_not_launched(tmp_path):
     # The named cell's run dir, written by hand from the protocol's values, counts as finished.
     work = tmp_path / "work"

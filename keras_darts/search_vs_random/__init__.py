@@ -24,7 +24,7 @@ SELECT_ON = {"test": "test_accuracy", "search_val": "search_val_accuracy",
 def run(work_dir, dataset="cifar10", data_dir=None, search_seeds=2, search_args="", random=5,
         random_seed=0, named=(), retrain_layers=8, retrain_channels=16, retrain_epochs=10,
         retrain_batch_size=96, retrain_seed=0, retrain_args="", select_on="test",
-        heldout_size=5000, runner=None, log=print):
+        heldout_size=5000, tag="", runner=None, log=print):
     """Runs (or resumes) the benchmark; returns (rows, summary dict). Flags: the script's."""
     if not work_dir:
         raise UserError("--work_dir is required")
@@ -40,7 +40,7 @@ def run(work_dir, dataset="cifar10", data_dir=None, search_seeds=2, search_args=
     retrain, retrain_argv = protocol.retrain_config(
         retrain_args, dataset, data_dir, retrain_layers, retrain_channels, retrain_epochs,
         retrain_batch_size, retrain_seed)
-    layout = Layout(work_dir)
+    layout = Layout(work_dir, tag)
     if select_on == "heldout":
         split = heldout.make_heldout_dir(os.path.join(layout.root, "heldout_data"), dataset,
                                          data_dir, heldout_size)
@@ -53,7 +53,8 @@ def run(work_dir, dataset="cifar10", data_dir=None, search_seeds=2, search_args=
     bench.execute()
     score = SELECT_ON[select_on]
     rows = summary.collect_rows(layout, bench.runs, bench.search_seeds, score)
-    result = {**summary.summarize(rows, score), "select_on": select_on, "work_dir": layout.root}
+    result = {**summary.summarize(rows, score), "select_on": select_on, "tag": tag,
+              "work_dir": layout.root}
     atomic_write_json(layout.results_path(), {"rows": rows, "summary": result})
     log(summary.format_table(rows, "held-out acc" if select_on == "heldout" else "test acc"))
     log(json.dumps(result, sort_keys=True))

@@ -7,6 +7,7 @@ so tests check the plan and the resume logic without TensorFlow.
 
 import dataclasses
 import os
+import re
 import subprocess
 import sys
 import time
@@ -22,13 +23,27 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 
 class Layout:
-    """Where everything lives under `--work_dir` (the script's docstring shows the tree)."""
+    """Where everything lives under `--work_dir` (the script's docstring shows the tree).
 
-    def __init__(self, work_dir):
+    `tag` names a search setting: several settings then share one work dir, and with it the
+    random and named cells' retrains, which do not depend on the search.
+    """
+
+    def __init__(self, work_dir, tag=""):
+        if tag and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", tag):
+            raise UserError(f"--tag={tag}: use letters, digits, '_', '.' and '-' only")
         self.root = os.path.abspath(work_dir)
+        self.tag = tag
+
+    def search_id(self, seed):
+        """`seed_<s>` or `<tag>_seed_<s>`: the search's folder, log and retrain names."""
+        return f"{self.tag}_seed_{seed}" if self.tag else f"seed_{seed}"
+
+    def search_label(self, seed):
+        return f"search {self.tag + ' ' if self.tag else ''}seed {seed}"
 
     def search_dir(self, seed):
-        return os.path.join(self.root, "search", f"seed_{seed}")
+        return os.path.join(self.root, "search", self.search_id(seed))
 
     def retrain_dir(self, name):
         return os.path.join(self.root, "retrain", name)
@@ -58,7 +73,7 @@ class Retrain:
 
 
 def plan_retrains(layout, search_seeds, n_random, named):
-    runs = [Retrain(f"search_seed_{s}", f"search seed {s}", "searched",
+    runs = [Retrain(f"search_{layout.search_id(s)}", layout.search_label(s), "searched",
                     os.path.join(layout.search_dir(s), "genotype.json"), s) for s in search_seeds]
     runs += [Retrain(f"random_{i}", f"random {i}", "random", layout.cell_path(i))
              for i in range(n_random)]
@@ -199,10 +214,11 @@ class Benchmark:
             write_random_cells(self.layout, self.n_random, self.random_seed, self.search.nodes)
         self.check_all()
         for seed in self.search_seeds:
+            what = self.layout.search_label(seed)
             if self.search_finished(seed):
-                self.log(f"search seed {seed}: finished, skipped")
+                self.log(f"{what}: finished, skipped")
             else:
-                self._launch(f"search_seed_{seed}", self.search_command(seed), f"search seed {seed}")
+                self._launch(f"search_{self.layout.search_id(seed)}", self.search_command(seed), what)
         for run in self.runs:
             if self.retrain_finished(run):
                 self.log(f"retrain {run.label}: finished, skipped")

@@ -52,14 +52,15 @@ def cell_row(run, layout):
            "search_minutes": None, "search_val_accuracy": None}
     if run.kind == "searched":
         row["search_val_accuracy"], row["search_minutes"] = search_figures(
-            layout.search_dir(run.seed), layout.timing_path(f"search_seed_{run.seed}"))
+            layout.search_dir(run.seed), layout.timing_path(f"search_{layout.search_id(run.seed)}"))
     return row
 
 
 def search_row(seed, layout):
     """A row for a search alone (`--select_on=search_val`: no retrain, no test figure)."""
-    val, minutes = search_figures(layout.search_dir(seed), layout.timing_path(f"search_seed_{seed}"))
-    return {"cell": f"search seed {seed}", "kind": "searched", "test_accuracy": None,
+    val, minutes = search_figures(layout.search_dir(seed),
+                                  layout.timing_path(f"search_{layout.search_id(seed)}"))
+    return {"cell": layout.search_label(seed), "kind": "searched", "test_accuracy": None,
             "parameters": None, "retrain_minutes": None, "search_minutes": minutes,
             "search_val_accuracy": val}
 
