@@ -190,11 +190,13 @@ class Benchmark:
         os.makedirs(os.path.dirname(log_path), exist_ok=True)
         self.log(f"{what}: running (log: {log_path})")
         start = time.time()
-        code = self.runner(argv, log_path)
-        elapsed = time.time() - start
-        timing = read_json(self.layout.timing_path(run_id)) or {"wall_s": 0.0, "launches": 0}
-        atomic_write_json(self.layout.timing_path(run_id),
-                          {"wall_s": timing["wall_s"] + elapsed, "launches": timing["launches"] + 1})
+        try:
+            code = self.runner(argv, log_path)
+        finally:  # an interrupted launch's minutes count too: the budget paid them
+            elapsed = time.time() - start
+            timing = read_json(self.layout.timing_path(run_id)) or {"wall_s": 0.0, "launches": 0}
+            atomic_write_json(self.layout.timing_path(run_id), {
+                "wall_s": timing["wall_s"] + elapsed, "launches": timing["launches"] + 1})
         self.launched.append(run_id)
         if code != 0:
             raise UserError(f"{what} failed (exit {code}): {_last_line(log_path)} "
@@ -205,9 +207,8 @@ class Benchmark:
         """Refuses a work dir holding runs of other configurations before anything is launched."""
         for seed in self.search_seeds:
             self.search_finished(seed)
-        for run in self.runs:
-            if run.kind != "searched":
-                self.retrain_finished(run)
+        for run in self.runs:  # a searched cell's retrain only once its genotype exists
+            self.retrain_finished(run)
 
     def execute(self):
         if any(run.kind == "random" for run in self.runs):
