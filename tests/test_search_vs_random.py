@@ -302,3 +302,13 @@ def test_heldout_mode_trains_and_scores_on_the_split(tmp_path, monkeypatch):
     datasets = [a for c in commands for a in c if a.startswith("--dataset=")]
     assert datasets == [f"--dataset={split}"] * 2  # the search and the retrain
     assert result["select_on"] == "heldout" and result["searched"]["mean"] == 0.5
+
+
+def test_config_differences_compare_as_config_json_holds_them():
+    record = {"config": {"size": [16, 16], "epochs": 1, "output_dir": "/a"}}
+    assert protocol.config_differences(
+        record, {"size": (16, 16), "epochs": 1, "output_dir": "/b"}, ("output_dir",)) == []
+    assert protocol.config_differences(record, {"size": (16, 32), "epochs": 2}, ()) == [
+        "epochs", "size"]
+    flat = {"epochs": 1, "genotype": {"normal": []}}  # bin/retrain's config.json is flat
+    assert protocol.config_differences(flat, {"epochs": 1, "genotype": {"normal": []}}, ()) == []

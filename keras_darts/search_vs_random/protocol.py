@@ -9,6 +9,7 @@ added to SearchConfig/RetrainConfig passes through unchanged.
 """
 
 import dataclasses
+import json
 import shlex
 
 from absl import flags
@@ -89,6 +90,7 @@ def config_differences(record, expected, neutral):
     """Keys of `expected` whose value differs in a run's config.json `record` (as bin/search and
     bin/retrain compare them when they resume): [] means the run is this configuration's."""
     previous = record.get("config", record)
+    expected = json.loads(json.dumps(expected))  # as config.json holds it: tuples become lists
     return [k for k in sorted(expected)
             if k not in neutral and previous.get(k) != expected.get(k)]
 
