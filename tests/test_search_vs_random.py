@@ -159,6 +159,8 @@ def test_future_search_flags_pass_through(tmp_path):
                                          "'extra'"),
     ({"retrain_args": "--layers=4"}, "--retrain_args: --layers is set by the benchmark: "
                                      "--retrain_layers"),
+    ({"retrain_args": "--eval_steps=2"}, "--retrain_args: --eval_steps is set by the benchmark: "
+                                         "nothing (every cell is scored on the full test split)"),
     ({"retrain_args": "--drop_path_prob=1"}, "--retrain_args: --drop_path_prob=1.0: must be in "
                                              "[0, 1)"),
     ({"select_on": "val"}, "--select_on=val: must be one of test, search_val, heldout"),

@@ -26,7 +26,8 @@ RETRAIN_RESERVED = {**_SHARED, "genotype": "--random/--named",
                     "test_dataset": "--dataset (a dir with train.npz and test.npz)",
                     "layers": "--retrain_layers", "init_channels": "--retrain_channels",
                     "epochs": "--retrain_epochs", "batch_size": "--retrain_batch_size",
-                    "seed": "--retrain_seed", "export_dir": "nothing (it does not export)"}
+                    "seed": "--retrain_seed", "export_dir": "nothing (it does not export)",
+                    "eval_steps": "nothing (every cell is scored on the full test split)"}
 
 
 def parse_passthrough(config_cls, text, flag, reserved, fixed):
