@@ -153,14 +153,15 @@ def test_future_search_flags_pass_through(tmp_path):
 
 @pytest.mark.parametrize("over, message", [
     ({"search_args": "--bogus=1"}, "--search_args='--bogus=1': Unknown command line flag 'bogus'"),
-    ({"search_args": "--seed=3"}, "--search_args: --seed is set by the benchmark: --search_seeds"),
+    ({"search_args": "--seed=3"}, "--search_args: --seed is fixed by the benchmark: use "
+                                  "--search_seeds"),
     ({"search_args": "--epochs=0"}, "--search_args: --epochs=0: must be > 0"),
     ({"search_args": "--nodes=2 extra"}, "--search_args='--nodes=2 extra': unexpected argument "
                                          "'extra'"),
-    ({"retrain_args": "--layers=4"}, "--retrain_args: --layers is set by the benchmark: "
+    ({"retrain_args": "--layers=4"}, "--retrain_args: --layers is fixed by the benchmark: use "
                                      "--retrain_layers"),
-    ({"retrain_args": "--eval_steps=2"}, "--retrain_args: --eval_steps is set by the benchmark: "
-                                         "nothing (every cell is scored on the full test split)"),
+    ({"retrain_args": "--eval_steps=2"}, "--retrain_args: --eval_steps is fixed by the benchmark: "
+                                         "every cell is scored on the full test split"),
     ({"retrain_args": "--drop_path_prob=1"}, "--retrain_args: --drop_path_prob=1.0: must be in "
                                              "[0, 1)"),
     ({"select_on": "val"}, "--select_on=val: must be one of test, search_val, heldout"),

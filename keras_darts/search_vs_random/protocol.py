@@ -18,16 +18,16 @@ from keras_darts import config as config_lib
 from keras_darts import flags as flags_lib
 from keras_darts.errors import UserError
 
-# Set by the benchmark itself (each run gets its own dir, seed and genotype): field -> the
-# benchmark flag that sets it.
-_SHARED = {"dataset": "--dataset", "data_dir": "--data_dir", "output_dir": "--work_dir"}
-SEARCH_RESERVED = {**_SHARED, "seed": "--search_seeds"}
-RETRAIN_RESERVED = {**_SHARED, "genotype": "--random/--named",
-                    "test_dataset": "--dataset (a dir with train.npz and test.npz)",
-                    "layers": "--retrain_layers", "init_channels": "--retrain_channels",
-                    "epochs": "--retrain_epochs", "batch_size": "--retrain_batch_size",
-                    "seed": "--retrain_seed", "export_dir": "nothing (it does not export)",
-                    "eval_steps": "nothing (every cell is scored on the full test split)"}
+# Fixed by the benchmark itself (each run gets its own dir, seed and genotype): field -> what to
+# do instead.
+_SHARED = {"dataset": "use --dataset", "data_dir": "use --data_dir", "output_dir": "use --work_dir"}
+SEARCH_RESERVED = {**_SHARED, "seed": "use --search_seeds"}
+RETRAIN_RESERVED = {**_SHARED, "genotype": "use --random or --named",
+                    "test_dataset": "use a --dataset dir with train.npz and test.npz",
+                    "layers": "use --retrain_layers", "init_channels": "use --retrain_channels",
+                    "epochs": "use --retrain_epochs", "batch_size": "use --retrain_batch_size",
+                    "seed": "use --retrain_seed", "export_dir": "it exports nothing",
+                    "eval_steps": "every cell is scored on the full test split"}
 
 
 def parse_passthrough(config_cls, text, flag, reserved, fixed):
@@ -52,8 +52,7 @@ def parse_passthrough(config_cls, text, flag, reserved, fixed):
     given = flags_lib.given_options(holders)
     clash = sorted(set(given) & set(reserved))
     if clash:
-        raise UserError(f"{flag}: --{clash[0]} is set by the benchmark: "
-                        f"{reserved[clash[0]]}")
+        raise UserError(f"{flag}: --{clash[0]} is fixed by the benchmark: {reserved[clash[0]]}")
     try:
         # As bin/ builds it: from the options given (the benchmark's own count as given), so
         # presets and variant defaults resolve exactly as in the subprocess.
