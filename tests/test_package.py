@@ -76,11 +76,11 @@ MAX_LINES = 300
 # Lowest first; a module may import from its own layer and the layers below, never above:
 # loops -> training machinery -> models -> ops, with data and genotype below them all.
 LAYERS = (
-    ("base", {"errors", "io_utils", "flags", "config", "genotype", "data"}),
+    ("base", {"errors", "io_utils", "flags", "config", "genotype", "random_cells", "data"}),
     ("ops", {"ops"}),
     ("models", {"network", "search_cells", "supernet"}),
     ("training", {"architect", "unrolled", "gradients", "optimizers", "run_utils", "distribute"}),
-    ("loops", {"search_loop", "retrain_loop", "export", "visualize"}),
+    ("loops", {"search_loop", "retrain_loop", "export", "visualize", "search_vs_random"}),
 )
 RANK = {unit: rank for rank, (_, units) in enumerate(LAYERS) for unit in units}
 LAYER_NAME = {unit: name for name, units in LAYERS for unit in units}
