@@ -25,6 +25,7 @@ the protocol flags above and the genotype) itself and refuses them there.
   heldout     the last --heldout_size training images are held out (written once as
               WORK_DIR/heldout_data/{train,test}.npz); searches and retrains train on the rest and
               every cell is scored on the held-out part. The test split is never read.
+              (Its runs see other data: give heldout and test runs separate work dirs.)
 
 Resumable: rerun the same command. A search is finished when its config.json matches this
 command's search config and history.jsonl has all epochs (and genotype.json is valid); a retrain
