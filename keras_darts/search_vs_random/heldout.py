@@ -9,7 +9,7 @@ import os
 
 import numpy as np
 
-from keras_darts.errors import UserError
+from keras_darts.errors import UserError, quiet_import
 from keras_darts.io_utils import atomic_write_json
 from keras_darts.search_vs_random.summary import read_json
 
@@ -40,9 +40,8 @@ def make_heldout_dir(directory, dataset, data_dir, size):
             raise UserError(f"{directory}: holds a held-out split of {previous}; use a new "
                             "--work_dir or the same --dataset/--heldout_size")
         return directory
-    from keras_darts.data import load_image_data  # TensorFlow: only when the split is made
-
-    data = load_image_data(dataset, data_dir)
+    # TensorFlow (fd 2 muted during its import): loaded only when the split is made.
+    data = quiet_import("keras_darts.data").load_image_data(dataset, data_dir)
     train, held = split_indices(len(data.x_train), size)
     os.makedirs(directory, exist_ok=True)
     _save_npz(os.path.join(directory, "train.npz"), data.x_train[train], data.y_train[train],
