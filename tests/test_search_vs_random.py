@@ -252,8 +252,10 @@ def test_verdicts_and_single_values():
                          + [{"kind": "random", "cell": "r", "test_accuracy": v} for v in r])
     assert summary.summarize(rows([0.7], [0.5, 0.6]))["verdict"] == "above random spread"
     assert summary.summarize(rows([0.4], [0.5, 0.6]))["verdict"] == "below random spread"
-    one = summary.summarize(rows([0.5], [0.6]))
-    assert one["random"]["sd"] is None and one["verdict"] == "below random spread"
+    one = summary.summarize(rows([0.5], [0.6]))  # one random cell: no spread, no verdict
+    assert one["random"]["sd"] is None and "verdict" not in one
+    assert one["searched_minus_random_median"] == pytest.approx(-0.1, abs=1e-12)
+    assert summary.summarize(rows([0.5], [0.5, 0.6]))["verdict"] == "within random spread"
     missing = summary.summarize(rows([None], [0.6]))
     assert missing["searched"]["n"] == 0 and missing["missing"] == ["s"] and "verdict" not in missing
 

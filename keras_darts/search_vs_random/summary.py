@@ -78,8 +78,8 @@ def spread(values):
 def summarize(rows, score="test_accuracy"):
     """The JSON summary: searched cells' mean, random cells' mean/median/best/spread, named cells.
 
-    `verdict` compares the searched mean with the random cells' [min, max]: inside it is a tie
-    (issue 15: differences within the random spread are not a win).
+    `verdict` compares the searched mean with the random cells' [min, max] (>= 2 of them): inside
+    it is a tie (issue 15: differences within the random spread are not a win).
     """
     def scores(kind):
         return [r[score] for r in rows if r["kind"] == kind and r[score] is not None]
@@ -92,8 +92,9 @@ def summarize(rows, score="test_accuracy"):
     if searched["n"] and random["n"]:
         mean = searched["mean"]
         out["searched_minus_random_median"] = mean - random["median"]
-        out["verdict"] = ("above" if mean > random["max"] else
-                          "below" if mean < random["min"] else "within") + " random spread"
+        if random["n"] >= 2:  # one random cell has no spread to be a tie within
+            out["verdict"] = ("above" if mean > random["max"] else
+                              "below" if mean < random["min"] else "within") + " random spread"
     return out
 
 
