@@ -89,10 +89,13 @@ def main(argv):
     from keras_darts import search_vs_random
 
     search_vs_random.run(
-        _WORK_DIR.value, _DATASET.value, _DATA_DIR.value, _SEARCH_SEEDS.value, _SEARCH_ARGS.value,
-        _RANDOM.value, _RANDOM_SEED.value, _NAMED.value, _LAYERS.value, _CHANNELS.value,
-        _EPOCHS.value, _BATCH.value, _SEED.value, _RETRAIN_ARGS.value, _SELECT_ON.value,
-        _HELDOUT.value, _TAG.value, log=lambda line: print(line, flush=True))
+        work_dir=_WORK_DIR.value, dataset=_DATASET.value, data_dir=_DATA_DIR.value,
+        search_seeds=_SEARCH_SEEDS.value, search_args=_SEARCH_ARGS.value, random=_RANDOM.value,
+        random_seed=_RANDOM_SEED.value, named=_NAMED.value, retrain_layers=_LAYERS.value,
+        retrain_channels=_CHANNELS.value, retrain_epochs=_EPOCHS.value,
+        retrain_batch_size=_BATCH.value, retrain_seed=_SEED.value,
+        retrain_args=_RETRAIN_ARGS.value, select_on=_SELECT_ON.value,
+        heldout_size=_HELDOUT.value, tag=_TAG.value, log=lambda line: print(line, flush=True))
 
 
 if __name__ == "__main__":

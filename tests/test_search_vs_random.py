@@ -6,6 +6,8 @@ import dataclasses
 import json
 import os
 import shlex
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -18,6 +20,7 @@ from keras_darts.io_utils import atomic_write_json
 from keras_darts.random_cells import random_genotype
 from keras_darts.search_vs_random import heldout, protocol, summary
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SEARCH_ARGS = "--layers=3 --init_channels=4 --nodes=2 --epochs=2 --batch_size=8"
 RETRAIN = dict(retrain_layers=3, retrain_channels=4, retrain_epochs=1, retrain_batch_size=8,
                retrain_seed=5)
@@ -245,6 +248,19 @@ def test_figures_come_from_the_runs_metrics(tmp_path):
     assert [c.strip() for c in table[3].split("|")[1:-1]][2:5] == ["40.00%", "1,234,567", "1.0"]
     assert [c.strip() for c in table[4].split("|")[1:-1]] == [
         "random 0", "40.00%", "-", "1,234,567", "-", "2.0"]
+    # The script, given the same flags, finds every run finished (so each flag reaches its
+    # config) and prints the same JSON last.
+    out = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "benchmarks", "search_vs_random.py"),
+         f"--work_dir={work}", f"--dataset={data}", "--search_seeds=2", f"--search_args={SEARCH_ARGS}",
+         "--random=5", "--random_seed=9", "--named=DARTS_V2", "--retrain_layers=3",
+         "--retrain_channels=4", "--retrain_epochs=1", "--retrain_batch_size=8",
+         "--retrain_seed=5"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    stdout = out.stdout.splitlines()
+    assert sum(line.endswith(": finished, skipped") for line in stdout) == 2 + 8  # searches, cells
+    assert not any(": running" in line for line in stdout)
+    assert json.loads(stdout[-1]) == result
 
 
 def test_verdicts_and_single_values():
