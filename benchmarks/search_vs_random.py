@@ -10,7 +10,7 @@ best, min, max and sample sd (n-1), plus the verdict (searched mean above / with
 random cells' [min, max]; within = a tie).
 
   python benchmarks/search_vs_random.py --work_dir=/tmp/svr --dataset=../shared/data/cifar10 \\
-      --search_seeds=2 --random=5 --named=DARTS_V2 \\
+      --train_images=10000 --search_seeds=2 --random=5 --named=DARTS_V2 \\
       --search_args="--layers=5 --init_channels=8 --batch_size=32 --epochs=10" \\
       --retrain_layers=8 --retrain_channels=16 --retrain_epochs=10 --retrain_batch_size=96 \\
       --retrain_args="--noauxiliary --drop_path_prob=0.2"
@@ -23,9 +23,12 @@ the protocol flags above and the genotype) itself and refuses them there.
   test        every cell retrained and scored on the test split (the final figure; score once);
   search_val  searches only: each search's final search-val accuracy (history.jsonl), no retrain;
   heldout     the last --heldout_size training images are held out (written once as
-              WORK_DIR/heldout_data/{train,test}.npz); searches and retrains train on the rest and
+              WORK_DIR/data/{train,test}.npz); searches and retrains train on the rest and
               every cell is scored on the held-out part. The test split is never read.
               (Its runs see other data: give heldout and test runs separate work dirs.)
+--train_images=N uses the first N training images only (e.g. the issue's 10,000 of CIFAR-10;
+with heldout, the held-out part is the last --heldout_size of those), written once to
+WORK_DIR/data/ with the full test split.
 
 Resumable: rerun the same command. A search is finished when its config.json matches this
 command's search config and history.jsonl has all epochs (and genotype.json is valid); a retrain
@@ -43,7 +46,7 @@ stops the benchmark before anything is launched. To compare search settings, giv
     retrain/named_<NAME>/
     logs/<run>.log             each subprocess's stdout and stderr (appended over launches)
     logs/<run>.time.json       wall seconds of its launches (the table's minutes)
-    heldout_data/              only with --select_on=heldout
+    data/                      with --train_images or --select_on=heldout: the data all runs use
     results.json               rows and summary of the last invocation
 """
 
@@ -77,6 +80,8 @@ _SELECT_ON = flags.DEFINE_enum("select_on", "test", ["test", "search_val", "held
                                "What is scored (see the docstring).")
 _TAG = flags.DEFINE_string("tag", "", "Names the search setting: settings with different tags "
                            "share one work dir and its random/named retrains.")
+_TRAIN_IMAGES = flags.DEFINE_integer("train_images", None, "Use only the first N training images "
+                                     "(written once to WORK_DIR/data/).")
 _HELDOUT = flags.DEFINE_integer("heldout_size", 5000, "With --select_on=heldout: training images "
                                 "held out for scoring.")
 
@@ -95,7 +100,8 @@ def main(argv):
         retrain_channels=_CHANNELS.value, retrain_epochs=_EPOCHS.value,
         retrain_batch_size=_BATCH.value, retrain_seed=_SEED.value,
         retrain_args=_RETRAIN_ARGS.value, select_on=_SELECT_ON.value,
-        heldout_size=_HELDOUT.value, tag=_TAG.value, log=lambda line: print(line, flush=True))
+        heldout_size=_HELDOUT.value, tag=_TAG.value, train_images=_TRAIN_IMAGES.value,
+        log=lambda line: print(line, flush=True))
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ from keras_darts.errors import UserError
 from keras_darts.genotype import DARTS_V2, load_genotype
 from keras_darts.io_utils import atomic_write_json
 from keras_darts.random_cells import random_genotype
-from keras_darts.search_vs_random import heldout, protocol, summary
+from keras_darts.search_vs_random import protocol, slices, summary
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SEARCH_ARGS = "--layers=3 --init_channels=4 --nodes=2 --epochs=2 --batch_size=8"
@@ -169,6 +169,7 @@ def test_future_search_flags_pass_through(tmp_path):
                                              "[0, 1)"),
     ({"select_on": "val"}, "--select_on=val: must be one of test, search_val, heldout"),
     ({"random": -1}, "--random=-1: must be >= 0"),
+    ({"train_images": 0}, "--train_images=0: must be >= 1"),
 ])
 def test_bad_flags_fail_before_anything_is_written(tmp_path, over, message):
     tools = FakeTools()
@@ -288,41 +289,57 @@ def test_search_val_mode_runs_searches_only(tmp_path):
     assert not (tmp_path / "work" / "cells").exists()
 
 
-def test_heldout_split(tmp_path):
-    assert [list(a) for a in heldout.split_indices(5, 2)] == [[0, 1, 2], [3, 4]]
-    with pytest.raises(UserError, match=r"--heldout_size=5: must be in 1..4 \(the training split "
-                                        r"has 5 images\)"):
-        heldout.split_indices(5, 5)
+def test_data_slices(tmp_path):
+    assert [list(a) for a in slices.split_indices(5, 2)] == [[0, 1, 2], [3, 4]]
+    with pytest.raises(UserError, match=r"--heldout_size=5: must be in 1..4 \(the training images "
+                                        r"number 5\)"):
+        slices.split_indices(5, 5)
     data = tmp_path / "data"
     data.mkdir()
     x = np.arange(6 * 4 * 4 * 3, dtype=np.uint8).reshape(6, 4, 4, 3)
     y = np.array([0, 1, 2, 0, 1, 2])
     np.savez(data / "train.npz", x=x, y=y)
-    np.savez(data / "test.npz", x=x[:2], y=y[:2])
-    out = str(tmp_path / "split")
-    assert heldout.make_heldout_dir(out, str(data), None, 2) == out
+    np.savez(data / "test.npz", x=x[:2] + 1, y=y[:2])
+    # The first 5 training images, the last 2 of them held out: train 0..2, "test" 3..4.
+    out = str(tmp_path / "held")
+    assert slices.make_data_dir(out, str(data), None, 5, 2) == out
+    train, test = np.load(f"{out}/train.npz"), np.load(f"{out}/test.npz")
+    np.testing.assert_array_equal(train["x"], x[:3])
+    np.testing.assert_array_equal(train["y"], y[:3])
+    np.testing.assert_array_equal(test["x"], x[3:5])  # the held-out part: never the test split
+    np.testing.assert_array_equal(test["y"], y[3:5])
+    with pytest.raises(UserError, match="holds a data slice of"):
+        slices.make_data_dir(out, str(data), None, 5, 3)
+    # The first 4 training images with the full test split.
+    out = str(tmp_path / "slice")
+    slices.make_data_dir(out, str(data), None, 4)
     train, test = np.load(f"{out}/train.npz"), np.load(f"{out}/test.npz")
     np.testing.assert_array_equal(train["x"], x[:4])
-    np.testing.assert_array_equal(train["y"], y[:4])
-    np.testing.assert_array_equal(test["x"], x[4:])  # the held-out part: never the test split
-    np.testing.assert_array_equal(test["y"], y[4:])
-    with pytest.raises(UserError, match="holds a held-out split of"):
-        heldout.make_heldout_dir(out, str(data), None, 3)
+    np.testing.assert_array_equal(test["x"], x[:2] + 1)
+    np.testing.assert_array_equal(test["y"], y[:2])
+    with pytest.raises(UserError, match=r"--train_images=7: must be in 1..6 \(the training split "):
+        slices.make_data_dir(str(tmp_path / "bad"), str(data), None, 7)
 
 
-def test_heldout_mode_trains_and_scores_on_the_split(tmp_path, monkeypatch):
+@pytest.mark.parametrize("over, made_args", [
+    ({"select_on": "heldout", "heldout_size": 123}, (None, 123)),
+    ({"select_on": "heldout", "heldout_size": 123, "train_images": 800}, (800, 123)),
+    ({"train_images": 800}, (800, None)),
+])
+def test_sliced_runs_train_and_score_on_the_slice(tmp_path, monkeypatch, over, made_args):
     made = []
-    monkeypatch.setattr(heldout, "make_heldout_dir", lambda d, *a: made.append(a) or d)
+    monkeypatch.setattr(slices, "make_data_dir", lambda d, *a: made.append(a) or d)
     commands = []
     tools = FakeTools()
     runner = lambda argv, log: commands.append(argv) or tools(argv, log)  # noqa: E731
     rows, result = svr.run(runner=runner, **bench_kwargs(
-        tmp_path, select_on="heldout", heldout_size=123, search_seeds=1, random=0, named=[]))
-    split = str(tmp_path / "work" / "heldout_data")
-    assert made == [(str(tmp_path / "data"), None, 123)]
+        tmp_path, search_seeds=1, random=0, named=[], **over))
+    split = str(tmp_path / "work" / "data")
+    assert made == [(str(tmp_path / "data"), None, *made_args)]
     datasets = [a for c in commands for a in c if a.startswith("--dataset=")]
     assert datasets == [f"--dataset={split}"] * 2  # the search and the retrain
-    assert result["select_on"] == "heldout" and result["searched"]["mean"] == 0.5
+    assert result["select_on"] == over.get("select_on", "test")
+    assert result["searched"]["mean"] == 0.5
 
 
 def test_config_differences_compare_as_config_json_holds_them():

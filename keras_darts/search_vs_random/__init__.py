@@ -9,7 +9,7 @@ import os
 
 from keras_darts.errors import UserError
 from keras_darts.io_utils import atomic_write_json
-from keras_darts.search_vs_random import heldout, protocol, summary
+from keras_darts.search_vs_random import protocol, slices, summary
 from keras_darts.search_vs_random.runs import Benchmark, Layout, Retrain, plan_retrains
 
 __all__ = ["Benchmark", "Layout", "Retrain", "SELECT_ON", "plan_retrains", "run"]
@@ -24,7 +24,7 @@ SELECT_ON = {"test": "test_accuracy", "search_val": "search_val_accuracy",
 def run(work_dir, dataset="cifar10", data_dir=None, search_seeds=2, search_args="", random=5,
         random_seed=0, named=(), retrain_layers=8, retrain_channels=16, retrain_epochs=10,
         retrain_batch_size=96, retrain_seed=0, retrain_args="", select_on="test",
-        heldout_size=5000, tag="", runner=None, log=print):
+        heldout_size=5000, tag="", train_images=None, runner=None, log=print):
     """Runs (or resumes) the benchmark; returns (rows, summary dict). Flags: the script's."""
     if not work_dir:
         raise UserError("--work_dir is required")
@@ -33,6 +33,8 @@ def run(work_dir, dataset="cifar10", data_dir=None, search_seeds=2, search_args=
     for flag, value in (("--search_seeds", search_seeds), ("--random", random)):
         if value < 0:
             raise UserError(f"{flag}={value}: must be >= 0")
+    if train_images is not None and train_images < 1:
+        raise UserError(f"--train_images={train_images}: must be >= 1")
     if os.path.exists(work_dir) and not os.path.isdir(work_dir):
         raise UserError(f"--work_dir={work_dir}: exists and is not a directory")
     # Parse both protocols before anything is written: a bad flag costs nothing.
@@ -41,9 +43,9 @@ def run(work_dir, dataset="cifar10", data_dir=None, search_seeds=2, search_args=
         retrain_args, dataset, data_dir, retrain_layers, retrain_channels, retrain_epochs,
         retrain_batch_size, retrain_seed)
     layout = Layout(work_dir, tag)
-    if select_on == "heldout":
-        split = heldout.make_heldout_dir(os.path.join(layout.root, "heldout_data"), dataset,
-                                         data_dir, heldout_size)
+    if select_on == "heldout" or train_images is not None:
+        split = slices.make_data_dir(os.path.join(layout.root, "data"), dataset, data_dir,
+                                     train_images, heldout_size if select_on == "heldout" else None)
         search = protocol.with_run(search, dataset=split, data_dir=None)
         retrain = protocol.with_run(retrain, dataset=split, data_dir=None)
     kwargs = {"runner": runner} if runner else {}
