@@ -95,3 +95,20 @@ class EpochCosineDecay(keras.optimizers.schedules.LearningRateSchedule):
             "steps_per_epoch": self.steps_per_epoch,
             "min_learning_rate": self.min_learning_rate,
         }
+
+
+class EpochLearningRate:
+    """`schedule` followed by an epoch counter: a zero-argument learning rate (Keras optimisers
+    call it at every update) equal to schedule(epoch * steps_per_epoch).
+
+    Not optimizer.iterations: a float16 step skipped for overflow does not advance it, and a
+    skipped step must hold back neither the schedule nor xi of the unrolled step (which reads the
+    optimiser's learning rate). `epoch` is the loop's checkpointed counter (a tf.Variable).
+    """
+
+    def __init__(self, schedule, epoch):
+        self.schedule = schedule
+        self.epoch = epoch
+
+    def __call__(self):
+        return self.schedule(self.epoch * self.schedule.steps_per_epoch)

@@ -21,7 +21,7 @@ from keras_darts.config import RETRAIN_RESUME_NEUTRAL, RetrainConfig  # noqa: F4
 from keras_darts.errors import UserError
 from keras_darts.io_utils import atomic_write_json
 from keras_darts.network import build_network_from_config, count_parameters
-from keras_darts.optimizers import EpochCosineDecay, TorchSGD
+from keras_darts.optimizers import EpochCosineDecay, EpochLearningRate, TorchSGD
 
 METRICS_FILE = "metrics.json"
 
@@ -60,12 +60,14 @@ class RetrainRun:
                 self.model = build_network_from_config(self.record)
             except ValueError as e:
                 raise UserError(f"--genotype={config.genotype}: cannot build the network ({e})") from None
+            self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
             self.schedule = EpochCosineDecay(config.learning_rate, config.epochs, self.steps,
                                              config.learning_rate_min)
-            self.optimizer = TorchSGD(self.schedule, config.momentum, config.weight_decay)
+            # Driven by the epoch counter: a float16 step skipped for overflow keeps the schedule.
+            self.optimizer = TorchSGD(EpochLearningRate(self.schedule, self.epoch),
+                                      config.momentum, config.weight_decay)
             self.optimizer.build(self.model.trainable_variables)
             self.loss_scale = LossScale(config.mixed_precision == "float16")
-            self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
             self.step_in_epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
             self.sums = tf.Variable(tf.zeros(3, tf.float64), trainable=False, name="epoch_sums")
             self.elapsed = tf.Variable(0.0, dtype=tf.float64, trainable=False, name="elapsed_s")

@@ -13,13 +13,15 @@ class MixedOp(keras.layers.Layer):
 
     Call arguments:
       x: (N, H, W, C) tensor.
-      weights: (len(PRIMITIVES),) softmaxed alphas of this edge, in the compute dtype.
+      weights: (len(PRIMITIVES),) softmaxed alphas of this edge, in the mixing dtype (float32
+        under 16-bit mixed precision: each op's output is cast up and the sum is float32).
 
     `none` is kept inside the softmax (its weight takes mass from the others) but not computed:
     weight * 0 contributes nothing to the sum or its gradients.
     """
 
     def __init__(self, filters, strides=1, sync_bn=False, **kwargs):
+        kwargs.setdefault("autocast", False)  # keep float32 mixing weights float32
         super().__init__(**kwargs)
         self.filters = filters
         self.strides = strides
@@ -45,7 +47,10 @@ class MixedOp(keras.layers.Layer):
         for k, op in enumerate(self.candidate_ops):
             if op is None:
                 continue
-            y = weights[k] * op(x, training=training)
+            h = op(x, training=training)
+            if h.dtype != weights[k].dtype:
+                h = K.cast(h, weights[k].dtype)
+            y = weights[k] * h
             out = y if out is None else out + y
         return out
 
@@ -63,11 +68,14 @@ class SearchCell(keras.layers.Layer):
 
     Call arguments:
       s0, s1: outputs of the cells k-2 and k-1.
-      weights: (edges, len(PRIMITIVES)) softmaxed alphas for this cell type.
+      weights: (edges, len(PRIMITIVES)) softmaxed alphas for this cell type (mixing dtype).
+
+    A node is summed in the mixing dtype, then cast to the compute dtype.
     """
 
     def __init__(self, filters, reduction=False, reduction_prev=False, steps=4, multiplier=4,
                  sync_bn=False, **kwargs):
+        kwargs.setdefault("autocast", False)  # keep float32 mixing weights float32
         super().__init__(**kwargs)
         self.filters = filters
         self.reduction = reduction
@@ -104,6 +112,8 @@ class SearchCell(keras.layers.Layer):
             for j, h in enumerate(states):
                 y = self.edges[offset + j](h, edge_weights[offset + j], training=training)
                 s = y if s is None else s + y
+            if s.dtype != states[0].dtype:
+                s = K.cast(s, states[0].dtype)
             offset += len(states)
             states.append(s)
         return K.concatenate(states[-self.multiplier :], axis=-1)

@@ -18,12 +18,13 @@ from keras_darts import data as data_lib
 from keras_darts import distribute
 from keras_darts import genotype as genotype_lib
 from keras_darts import run_utils
-from keras_darts.architect import BilevelStep, LossScale
+from keras_darts.architect import BilevelStep
+from keras_darts.gradients import LossScale
 from keras_darts.config import SEARCH_RESUME_NEUTRAL, SearchConfig  # noqa: F401 (re-export)
 from keras_darts.errors import UserError
 from keras_darts.io_utils import atomic_append_jsonl
 from keras_darts.ops import PRIMITIVES
-from keras_darts.optimizers import EpochCosineDecay, TorchSGD, arch_adam
+from keras_darts.optimizers import EpochCosineDecay, EpochLearningRate, TorchSGD, arch_adam
 from keras_darts.supernet import SearchNetwork
 
 HISTORY_FILE = "history.jsonl"
@@ -56,14 +57,15 @@ class SearchRun:
                 init_channels=config.init_channels, steps=config.nodes, multiplier=config.nodes,
                 sync_bn=config.sync_bn, alpha_seed=config.seed, name="search_network")
             self.model.build((None, *data.image_shape))
+            self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
             self.schedule = EpochCosineDecay(config.learning_rate, config.epochs, self.steps,
                                              config.learning_rate_min)
-            self.weight_optimizer = TorchSGD(self.schedule, config.momentum, config.weight_decay)
+            self.weight_optimizer = TorchSGD(EpochLearningRate(self.schedule, self.epoch),
+                                             config.momentum, config.weight_decay)
             self.arch_optimizer = arch_adam(config.arch_learning_rate)
             self.weight_optimizer.build(self.model.trainable_variables)
             self.arch_optimizer.build(self.model.arch_variables)
             self.loss_scale = LossScale(config.mixed_precision == "float16")
-            self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
             self.step_in_epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
             # Running sums of the current epoch, so a mid-epoch resume logs the same figures.
             self.sums = tf.Variable(tf.zeros(6, tf.float64), trainable=False, name="epoch_sums")
