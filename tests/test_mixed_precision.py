@@ -121,10 +121,11 @@ def test_float16_overflow_keeps_lr_schedule_and_xi_and_lowers_the_scale_in_both_
     x_nan = tf.where(tf.range(SIZE)[None, :, None, None] == 0, np.nan, x)
 
     # An overflowing weight step is skipped (iterations stay 0) and halves the scale.
-    weights = _values(opt_vars := run.model.trainable_variables)
+    variables = run.model.trainable_variables
+    weights = _values(variables)
     step.weight_step(x_nan, y)
     assert int(opt.iterations.numpy()) == 0 and float(scale.scale.numpy()) == 2.0**14
-    for w, v in zip(weights, opt_vars):
+    for w, v in zip(weights, variables):
         np.testing.assert_array_equal(w, v.numpy())
 
     # Next epoch: lr and xi are float32's schedule value at that epoch, whatever iterations says
