@@ -6,6 +6,7 @@ from keras import ops as K
 
 from keras_darts import genotype as genotype_lib
 from keras_darts.ops import PACKAGE, PRIMITIVES, batch_norm, conv2d, pad2d, track_for_checkpoint
+from keras_darts.recompute import call_with_recompute
 from keras_darts.search_cells import SearchCell
 
 
@@ -28,12 +29,14 @@ class SearchNetwork(keras.Model):
       stem_multiplier: stem width is stem_multiplier * C.
       sync_bn: synchronise BatchNorm statistics across replicas.
       alpha_seed: seed of the alpha initialiser.
+      recompute: in training, recompute each cell's activations in the backward pass instead of
+        keeping them (`--recompute`; same gradients, less memory, more time; see recompute.py).
 
     Call: images (N, H, W, C_in) float, normalised -> logits (N, num_classes).
     """
 
     def __init__(self, num_classes=10, layers=8, init_channels=16, steps=4, multiplier=4,
-                 stem_multiplier=3, sync_bn=False, alpha_seed=None, **kwargs):
+                 stem_multiplier=3, sync_bn=False, alpha_seed=None, recompute=False, **kwargs):
         super().__init__(**kwargs)
         if layers < 3:
             raise ValueError(f"layers must be >= 3 (two reduction cells and a normal one), got {layers}")
@@ -45,6 +48,7 @@ class SearchNetwork(keras.Model):
         self.stem_multiplier = stem_multiplier
         self.sync_bn = sync_bn
         self.alpha_seed = alpha_seed
+        self.recompute = recompute
 
         # === Layers ===
         self.stem_conv = conv2d(stem_multiplier * init_channels, 3, name="stem_conv")
@@ -110,7 +114,11 @@ class SearchNetwork(keras.Model):
         s0 = s1 = x
         for cell in self.cells:
             weights = w_reduce if cell.reduction else w_normal
-            s0, s1 = s1, cell(s0, s1, weights, training=training)
+            if self.recompute and training:
+                s0, s1 = s1, call_with_recompute(
+                    cell, lambda a, b, w, cell=cell: cell(a, b, w, training=True), s0, s1, weights)
+            else:
+                s0, s1 = s1, cell(s0, s1, weights, training=training)
         logits = self.classifier(self.global_pool(s1))
         return K.cast(logits, "float32")
 
@@ -136,6 +144,7 @@ class SearchNetwork(keras.Model):
                 "stem_multiplier": self.stem_multiplier,
                 "sync_bn": self.sync_bn,
                 "alpha_seed": self.alpha_seed,
+                "recompute": self.recompute,
             }
         )
         return config
