@@ -4,19 +4,23 @@
   python benchmarks/search_step.py --layers=8 --init_channels=16 --batch_size=64 --steps=5
 
 Random data, after `--warmup` steps (tracing and graph optimisation excluded). The last line printed
-is one JSON object: ms_per_step_median/min, images_per_s (total and per replica), peak_rss_mb, config.
+is one JSON object: ms_per_step_median/min, images_per_s (total and per replica), peak_rss_mb,
+trace_s / first_step_s (the warm-up: tracing, then graph optimisation + the first run), the memory
+stages (RSS after importing TF, building the model, tracing, the first step, the timed steps),
+the machine (CPU, AVX-512, load average) and the config. `--memory_profile` also prints the stages
+as they happen.
 """
 
 import json
 import os
-import resource
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from absl import flags  # noqa: E402
 
+from _common import Stages, machine, time_steps  # noqa: E402
 from keras_darts.errors import quiet_import, run  # noqa: E402
 
 _LAYERS = flags.DEFINE_integer("layers", 8, "Cells.")
@@ -31,6 +35,9 @@ _STRATEGY = flags.DEFINE_string("strategy", "one_device", "auto|one_device|mirro
 _CPU_DEVICES = flags.DEFINE_integer("cpu_devices", 1, "Logical CPU devices (replicas on CPU).")
 _MIXED = flags.DEFINE_string("mixed_precision", "none", "none|bfloat16|float16.")
 _JIT = flags.DEFINE_bool("jit_compile", False, "XLA-compile forward/backward.")
+_RECOMPUTE = flags.DEFINE_bool("recompute", False, "Recompute cell activations in the backward pass.")
+_MEMORY_PROFILE = flags.DEFINE_bool("memory_profile", False, "Print time and RSS per stage as they "
+                                    "happen (they are in the JSON line either way).")
 _PROFILE_DIR = flags.DEFINE_string("profile_dir", None, "If set, profile one more step with "
                                    "tf.profiler into this dir (TensorBoard's Profile tab reads it) "
                                    "and print the time per TF op type.")
@@ -69,34 +76,37 @@ def op_time_by_type(profile_dir):
 
 def main(argv):
     del argv
+    stages = Stages(_MEMORY_PROFILE.value)
     np = quiet_import("numpy")
+    tf = quiet_import("tensorflow")
+    stages.mark("import tensorflow")
     search_loop = quiet_import("keras_darts.search_loop")
     data_lib = quiet_import("keras_darts.data")
     distribute = quiet_import("keras_darts.distribute")
-    tf = quiet_import("tensorflow")
+    stages.mark("import keras_darts")
+    load_before = machine()["load_avg_1m"]
 
     config = search_loop.SearchConfig(
         dataset="synthetic", output_dir="unused", layers=_LAYERS.value,
         init_channels=_CHANNELS.value, nodes=_NODES.value, batch_size=_BATCH.value, epochs=1,
         unrolled=_UNROLLED.value, strategy=_STRATEGY.value, cpu_devices=_CPU_DEVICES.value,
-        mixed_precision=_MIXED.value, jit_compile=_JIT.value, augment="none")
+        mixed_precision=_MIXED.value, jit_compile=_JIT.value, recompute=_RECOMPUTE.value,
+        augment="none")
     config.validate()
     distribute.set_mixed_precision(config.mixed_precision)
     n = 2 * _BATCH.value
     data = data_lib.synthetic_image_data(n, 0, (_IMAGE.value, _IMAGE.value, 3), 10, seed=0)
     search = search_loop.SearchRun(config, data)
+    stages.mark("build model + optimisers")
     batch = next(iter(search.epoch_dataset(0, 0)))
-    t_start = time.perf_counter()
-    for _ in range(_WARMUP.value):
-        logs = search._train_fn(batch)
-        float(logs["train_loss_sum"])
-    warmup_s = time.perf_counter() - t_start
-    times = []
-    for _ in range(_STEPS.value):
-        t = time.perf_counter()
-        logs = search._train_fn(batch)
-        float(logs["train_loss_sum"])  # waits for the step to finish
-        times.append(time.perf_counter() - t)
+    stages.mark("first batch")
+    search._train_fn.get_concrete_function(batch)
+    stages.mark("trace")
+    float(search._train_fn(batch)["train_loss_sum"])
+    stages.mark("first step (optimise + run)")
+    wait = lambda logs: float(logs["train_loss_sum"])  # noqa: E731 (waits for the step to finish)
+    _, times = time_steps(search._train_fn, batch, max(_WARMUP.value - 1, 0), _STEPS.value, wait)
+    stages.mark("warm-up rest + timed steps")
     ms = np.array(times) * 1e3
     top_ops = None
     if _PROFILE_DIR.value:
@@ -111,32 +121,29 @@ def main(argv):
         top_ops = {op: round(t, 1) for op, (t, _) in list(ops_ms.items())[:_TOP_OPS]}
     median = float(np.median(ms))
     images_per_s = 1e3 * _BATCH.value / median
+    by_stage = {r["stage"]: r for r in stages.rows}
     result = {
         "ms_per_step_median": round(median, 1),
         "ms_per_step_min": round(float(ms.min()), 1),
         "images_per_s": round(images_per_s, 2),
         "images_per_s_per_replica": round(images_per_s / search.replicas, 2),
         "replicas": search.replicas,
-        "warmup_s": round(warmup_s, 1),
-        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "trace_s": by_stage["trace"]["s"],
+        "first_step_s": by_stage["first step (optimise + run)"]["s"],
+        "warmup_s": round(by_stage["trace"]["s"] + by_stage["first step (optimise + run)"]["s"], 1),
+        "peak_rss_mb": stages.rows[-1]["peak_rss_mb"],
+        "memory_stages": stages.rows,
         "weights": search.model.count_weight_parameters(),
         "config": {k: getattr(config, k) for k in (
             "layers", "init_channels", "nodes", "batch_size", "unrolled", "strategy",
-            "cpu_devices", "mixed_precision", "jit_compile")} | {"image_size": _IMAGE.value},
+            "cpu_devices", "mixed_precision", "jit_compile", "recompute")}
+        | {"image_size": _IMAGE.value, "steps": _STEPS.value, "warmup": _WARMUP.value},
         "tensorflow": tf.__version__,
-        "onednn": _onednn_enabled(),
+        "machine": machine() | {"load_avg_1m_at_start": load_before},
     }
     if top_ops:
         result["top_ops_ms"] = top_ops
     print(json.dumps(result))
-
-
-def _onednn_enabled():
-    try:
-        from tensorflow.python.util import _pywrap_util_port
-        return bool(_pywrap_util_port.IsMklEnabled())
-    except ImportError:  # private API; the figure is informative only
-        return None
 
 
 if __name__ == "__main__":

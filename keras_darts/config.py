@@ -76,6 +76,13 @@ def _shared_checks(c):
          f"must be one of {', '.join(STRATEGIES)}"),
         (c.mixed_precision in MIXED_PRECISION, "--mixed_precision", c.mixed_precision,
          f"must be one of {', '.join(MIXED_PRECISION)}"),
+        # XLA ignores the control dependency that delays the recomputation (and may merge it with
+        # the forward pass); synchronised BN would all-reduce again in the backward pass. Neither
+        # combination is tested, so both are refused.
+        (not (c.recompute and c.jit_compile), "--recompute", c.recompute,
+         "cannot be combined with --jit_compile (XLA rematerialises on its own)"),
+        (not (c.recompute and c.sync_bn), "--recompute", c.recompute,
+         "cannot be combined with --sync_bn"),
     ]
 
 
@@ -121,6 +128,9 @@ class SearchConfig(_Options):
     sync_bn: bool = option(False, "Synchronise BatchNorm statistics across replicas.")
     mixed_precision: str = option("none", "none, bfloat16 or float16.")
     jit_compile: bool = option(False, "XLA-compile the forward/backward passes.")
+    recompute: bool = option(False,
+        "Recompute each cell's activations in the backward pass instead of keeping them: less "
+        "memory, more time, the same gradients (to float round-off).")
     deterministic: bool = option(False, "TF op determinism (bit-identical reruns).")
     checkpoint_every: int = option(0,
         "Also checkpoint every N steps within an epoch (0: at epoch ends only).")
@@ -139,7 +149,8 @@ class SearchConfig(_Options):
 
 
 # Changing these between runs in one output dir does not change what a resumed run computes.
-SEARCH_RESUME_NEUTRAL = ("output_dir", "data_dir", "checkpoint_every", "cpu_devices", "strategy")
+SEARCH_RESUME_NEUTRAL = ("output_dir", "data_dir", "checkpoint_every", "cpu_devices", "strategy",
+                         "recompute")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -183,6 +194,9 @@ class RetrainConfig(_Options):
     sync_bn: bool = option(False, "Synchronise BatchNorm statistics across replicas.")
     mixed_precision: str = option("none", "none, bfloat16 or float16.")
     jit_compile: bool = option(False, "XLA-compile the forward/backward pass.")
+    recompute: bool = option(False,
+        "Recompute each cell's activations in the backward pass instead of keeping them: less "
+        "memory, more time, the same gradients (to float round-off).")
     deterministic: bool = option(False, "TF op determinism (bit-identical reruns).")
     checkpoint_every: int = option(0, "Also checkpoint every N steps within an epoch.")
     export_dir: str = option(None,
@@ -211,7 +225,7 @@ class RetrainConfig(_Options):
 
 
 RETRAIN_RESUME_NEUTRAL = ("output_dir", "data_dir", "checkpoint_every", "cpu_devices", "strategy",
-                  "export_dir", "model_name", "version", "overwrite", "eval_steps")
+                  "export_dir", "model_name", "version", "overwrite", "eval_steps", "recompute")
 
 
 @dataclasses.dataclass(frozen=True)

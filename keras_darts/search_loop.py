@@ -55,7 +55,8 @@ class SearchRun:
             self.model = SearchNetwork(
                 num_classes=data.num_classes, layers=config.layers,
                 init_channels=config.init_channels, steps=config.nodes, multiplier=config.nodes,
-                sync_bn=config.sync_bn, alpha_seed=config.seed, name="search_network")
+                sync_bn=config.sync_bn, alpha_seed=config.seed, recompute=config.recompute,
+                name="search_network")
             self.model.build((None, *data.image_shape))
             self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
             self.schedule = EpochCosineDecay(config.learning_rate, config.epochs, self.steps,

@@ -24,7 +24,7 @@ def build_network_from_config(config):
 
     Keys: `genotype` (dict), `num_classes`, `layers`, `init_channels`, `image_shape` ([H, W, C]),
     `variant` ("cifar" | "imagenet", default "cifar"), `auxiliary` (default True); optional
-    `sync_bn`, `seed`.
+    `sync_bn`, `seed`, `recompute`.
 
     Raises:
       ValueError: a key is missing or malformed (the message names it).
@@ -52,6 +52,7 @@ def build_network_from_config(config):
         in_channels=image_shape[2],
         sync_bn=bool(config.get("sync_bn", False)),
         seed=config.get("seed"),
+        recompute=bool(config.get("recompute", False)),
     )
     model.build((None, *image_shape))
     return model

@@ -7,6 +7,7 @@ from keras_darts.network.cells import Cell, _as_genotype
 from keras_darts.network.heads import (AuxiliaryHeadCIFAR, AuxiliaryHeadImageNet, _float32_if_mixed,
                                        _torch_linear_init)
 from keras_darts.ops import PACKAGE, batch_norm, conv2d, pad2d, track_for_checkpoint
+from keras_darts.recompute import call_with_recompute
 
 
 class _Network(keras.Model):
@@ -20,7 +21,7 @@ class _Network(keras.Model):
     _AUX_CLASS = AuxiliaryHeadCIFAR
 
     def __init__(self, genotype, num_classes, layers, init_channels, auxiliary, in_channels, sync_bn,
-                 seed, **kwargs):
+                 seed, recompute=False, **kwargs):
         super().__init__(**kwargs)
         if layers < 3:
             raise ValueError(f"layers must be >= 3 (two reduction cells and a normal one), got {layers}")
@@ -32,6 +33,7 @@ class _Network(keras.Model):
         self.in_channels = in_channels
         self.sync_bn = sync_bn
         self.seed = seed
+        self.recompute = recompute
 
         # === Layers ===
         self._make_stem()
@@ -100,7 +102,12 @@ class _Network(keras.Model):
         s0, s1 = self._stem(inputs, training)
         logits_aux = None
         for i, cell in enumerate(self.cells):
-            s0, s1 = s1, cell(s0, s1, drop_prob=drop_prob, training=training)
+            if self.recompute and training:
+                # drop_prob is captured, not an input: it has no gradient.
+                s0, s1 = s1, call_with_recompute(
+                    cell, lambda a, b, c=cell: c(a, b, drop_prob=drop_prob, training=True), s0, s1)
+            else:
+                s0, s1 = s1, cell(s0, s1, drop_prob=drop_prob, training=training)
             if i == self.auxiliary_index and return_aux and self.auxiliary_head is not None:
                 logits_aux = self.auxiliary_head(s1, training=training)
         logits = K.cast(self.classifier(K.mean(s1, axis=(1, 2))), "float32")
@@ -120,6 +127,7 @@ class _Network(keras.Model):
                 "in_channels": self.in_channels,
                 "sync_bn": self.sync_bn,
                 "seed": self.seed,
+                "recompute": self.recompute,
             }
         )
         return config
@@ -142,16 +150,19 @@ class NetworkCIFAR(_Network):
       in_channels: image channels.
       sync_bn: synchronise BatchNorm statistics across replicas.
       seed: seed of the drop-path masks (cell i uses seed + i); None: random.
+      recompute: in training, recompute each cell's activations in the backward pass (the same
+        drop-path masks) instead of keeping them; see keras_darts/recompute.py.
 
     Call: images (N, H, W, in_channels) float, normalised -> logits (N, num_classes) float32, or
     (logits, logits_aux) with `return_aux=True`.
     """
 
     def __init__(self, genotype, num_classes=10, layers=20, init_channels=36, auxiliary=True,
-                 in_channels=3, stem_multiplier=3, sync_bn=False, seed=None, **kwargs):
+                 in_channels=3, stem_multiplier=3, sync_bn=False, seed=None, recompute=False,
+                 **kwargs):
         self.stem_multiplier = stem_multiplier
         super().__init__(genotype, num_classes, layers, init_channels, auxiliary, in_channels, sync_bn,
-                         seed, **kwargs)
+                         seed, recompute, **kwargs)
 
     def _stem_channels(self):
         c = self.stem_multiplier * self.init_channels
@@ -191,11 +202,11 @@ class NetworkImageNet(_Network):
     _AUX_CLASS = AuxiliaryHeadImageNet
 
     def __init__(self, genotype, num_classes=1000, layers=14, init_channels=48, auxiliary=True,
-                 in_channels=3, sync_bn=False, seed=None, **kwargs):
+                 in_channels=3, sync_bn=False, seed=None, recompute=False, **kwargs):
         if init_channels % 2:
             raise ValueError(f"NetworkImageNet needs an even init_channels, got {init_channels}")
         super().__init__(genotype, num_classes, layers, init_channels, auxiliary, in_channels, sync_bn,
-                         seed, **kwargs)
+                         seed, recompute, **kwargs)
 
     def _stem_channels(self):
         return self.init_channels, self.init_channels
