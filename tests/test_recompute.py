@@ -75,25 +75,27 @@ def _bilevel(model, unrolled):
 
 @pytest.fixture(scope="module")
 def first_order_results(supernet):
-    """Per setting: weight gradients, then BN statistics, then alpha gradients (one trace each)."""
+    """Per setting, from one traced forward/backward pass on the live variables (the first-order
+    architecture and weight steps' pass): weight gradients, alpha gradients, BN statistics."""
     model, snapshot = supernet
     stats = [v for v in model.non_trainable_variables if "moving_" in v.path]
     results = {}
     for recompute in (False, True):
         model.recompute = recompute
         _restore(model, snapshot)
-        step = _bilevel(model, unrolled=False)
 
         @tf.function
         def grads(x, y):
-            w_grads, _ = step._weight_grads_fn(x, y)
-            with tf.control_dependencies(w_grads):  # read the statistics this forward pass set
-                bn = [tf.identity(v.value) for v in stats]
-            a_grads, _ = step._arch_grads_first_order_fn(*VAL)
-            return w_grads, bn, a_grads
+            alphas = [a.value for a in model.arch_variables]
+            with tf.GradientTape() as tape:
+                tape.watch(alphas)
+                loss = tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(
+                    y, model(x, training=True), from_logits=True))
+            g = tape.gradient(loss, model.trainable_variables + alphas)
+            return g[:-2], g[-2:]
 
-        w_grads, bn, a_grads = grads(*TRAIN)
-        results[recompute] = ([g.numpy() for g in w_grads], [b.numpy() for b in bn],
+        w_grads, a_grads = grads(*TRAIN)
+        results[recompute] = ([g.numpy() for g in w_grads], [v.numpy().copy() for v in stats],
                               [g.numpy() for g in a_grads])
     model.recompute = False
     _restore(model, snapshot)
@@ -124,19 +126,24 @@ def test_bn_statistics_updated_once(first_order_results, supernet):
 
 def test_unrolled_gradient_matches(supernet):
     model, snapshot = supernet
-    grads = {}
+    grads, stats = {}, {}
     for recompute in (False, True):
         model.recompute = recompute
         _restore(model, snapshot)
         step = _bilevel(model, unrolled=True)
         g, _ = step.arch_gradients(TRAIN, VAL)  # eager: stateless_call with virtual weights
         grads[recompute] = [x.numpy() for x in g]
+        # The stateless passes' BN updates are written back (the recomputed ones once).
+        stats[recompute] = [v.numpy().copy() for v in model.non_trainable_variables
+                            if "moving_" in v.path]
         # The unrolled step never writes the weights (with or without recomputation).
+        index = {id(v): i for i, v in enumerate(model.variables)}
         for v in model.trainable_variables:
-            np.testing.assert_array_equal(v.numpy(), snapshot[model.variables.index(v)])
+            np.testing.assert_array_equal(v.numpy(), snapshot[index[id(v)]])
     model.recompute = False
     _restore(model, snapshot)
     _assert_close(grads[False], grads[True], ["alphas_normal", "alphas_reduce"], "unrolled gradient")
+    _assert_close(stats[False], stats[True], range(len(stats[False])), "BN statistics")
 
 
 # === Derived network (retrain) ===
