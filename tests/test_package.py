@@ -77,7 +77,7 @@ MAX_LINES = 300
 # loops -> training machinery -> models -> ops, with data and genotype below them all.
 LAYERS = (
     ("base", {"errors", "io_utils", "flags", "config", "genotype", "random_cells", "data"}),
-    ("ops", {"ops"}),
+    ("ops", {"ops", "recompute"}),  # recompute: a layer-call wrapper the models use
     ("models", {"network", "search_cells", "supernet"}),
     ("training", {"architect", "unrolled", "gradients", "optimizers", "run_utils", "distribute"}),
     ("loops", {"search_loop", "retrain_loop", "export", "visualize", "search_vs_random"}),
