@@ -11,7 +11,8 @@ match the SavedModel's to float round-off. Int8: post-training full-integer quan
 int8, calibrated on a representative set of training images. Its input is still the raw uint8
 pixels: a fake-quant node with range [0, 255] in front of the normalisation fixes the input
 quantisation at scale 1, zero point 0 whatever the calibration images hold. Logits and
-probabilities come out int8 (dequantise: (q - zero_point) * scale, both in the metadata).
+probabilities come out int8 (dequantise: (q - zero_point) * scale, both in the metadata); the
+converter computes the `classes` head (ARG_MAX) on dequantised logits, the one float op.
 
 Checked before publishing with the LiteRT interpreter (`ai-edge-litert`): the float model must
 reproduce the in-memory Keras model within 1e-4, the int8 model must run and give valid classes.
