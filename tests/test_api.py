@@ -153,3 +153,27 @@ def test_import_is_light_and_the_api_loads_on_first_use():
     assert callable(keras_darts.export) and keras_darts.export.export_saved_model is export_saved_model
     with pytest.raises(AttributeError, match="has no attribute 'nope'"):
         keras_darts.nope  # noqa: B018
+
+
+def test_retrain_from_arrays_in_a_temporary_dir(tmp_path, monkeypatch):
+    import keras_darts
+    from keras_darts.network import NetworkCIFAR
+
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path))  # where output_dir=None runs
+    rng = np.random.default_rng(2)
+    x = rng.integers(0, 256, (16, 8, 8, 3), dtype=np.uint8)
+    y = np.arange(16) % 4
+    result = keras_darts.retrain("DARTS_V2", (x, y), test_data=(x[:8], y[:8]),
+                                 class_names=["a", "b", "c", "d"], layers=3, init_channels=4,
+                                 epochs=1, batch_size=8, steps_per_epoch=1, auxiliary=False,
+                                 quiet=True)
+    # The temporary run dir is gone (autograph's own temp files may stay).
+    assert result.output_dir is None
+    assert [n for n in os.listdir(tmp_path) if n.startswith("keras_darts-")] == []
+    assert isinstance(result.model, NetworkCIFAR) and result.model.num_classes == 4
+    assert result.metrics["epochs"] == 1 and result.metrics["test_examples"] == 8
+    # The metrics are the returned model's: recompute top-1 on the 8 test images.
+    mean = x.reshape(-1, 3).mean(0) / 255
+    std = x.reshape(-1, 3).std(0) / 255
+    logits = result.model(((x[:8] / 255 - mean) / std).astype(np.float32), training=False)
+    assert result.metrics["test_accuracy"] == pytest.approx(np.mean(np.argmax(logits, -1) == y[:8]))

@@ -53,7 +53,9 @@ def _run_dir(output_dir):
         yield os.path.join(tmp, "run")
 
 
-def _config(cls, train_data, output_dir, options):
+def _config(cls, train_data, output_dir, options, class_names):
+    if isinstance(train_data, str) and class_names is not None:
+        raise UserError("class_names: only for in-memory data (a --dataset brings its own)")
     if "dataset" in options:
         raise UserError("dataset: pass the data as train_data (a --dataset string, (x, y) arrays "
                         "or a tf.data.Dataset), not as an option")
@@ -79,7 +81,7 @@ def search(train_data, *, output_dir=None, class_names=None, quiet=False, **opti
     Returns:
       A `SearchResult`.
     """
-    config = _config(SearchConfig, train_data, output_dir, options)
+    config = _config(SearchConfig, train_data, output_dir, options, class_names)
     data = None if isinstance(train_data, str) else to_image_data(train_data, None, class_names)
     from keras_darts.io_utils import read_jsonl
     from keras_darts.search_loop import HISTORY_FILE, run_search
@@ -111,7 +113,8 @@ def retrain(genotype, train_data, *, test_data=None, output_dir=None, class_name
     if "genotype" in options:
         raise UserError("genotype: pass it as the first argument, not as an option")
     spec = genotype if isinstance(genotype, str) else "<given Genotype>"
-    config = _config(RetrainConfig, train_data, output_dir, {**options, "genotype": spec})
+    config = _config(RetrainConfig, train_data, output_dir, {**options, "genotype": spec},
+                     class_names)
     if not isinstance(genotype, Genotype):
         genotype = load_genotype(genotype, flag="genotype")
     data = None
