@@ -65,6 +65,9 @@ def calibration_data_of(config):
     if not dataset:
         raise UserError("--format=tflite_int8: the run's config.json names no dataset to draw "
                         "calibration images from")
+    if dataset.startswith("<in-memory"):  # a keras_darts.retrain of arrays: nothing to reload
+        raise UserError("--format=tflite_int8: the run trained on in-memory data; export it from "
+                        "Python: keras_darts.export(model, ..., calibration_data=x_train)")
     data = load_image_data(dataset, config.get("data_dir"), flag="--dataset (from config.json)")
     return data.x_train
 
