@@ -44,6 +44,29 @@ class _Options:
     def to_dict(self):
         return dataclasses.asdict(self)
 
+EXPORT_FORMATS = ("saved_model", "tflite", "tflite_int8", "keras")
+
+
+def parse_formats(spec, flag="--format"):
+    """"saved_model,tflite" -> ("saved_model", "tflite"); one-line UserError for a bad name."""
+    if isinstance(spec, (list, tuple)):
+        spec = ",".join(spec)
+    names = [n.strip() for n in str(spec).split(",")] if spec is not None else []
+    for name in names:
+        if name not in EXPORT_FORMATS:
+            raise UserError(f"{flag}={spec}: unknown format {name!r}; must be one of "
+                            f"{', '.join(EXPORT_FORMATS)} (or several, comma-separated)")
+    if not names or len(set(names)) != len(names):
+        raise UserError(f"{flag}={spec}: name each format once, e.g. --format=saved_model,tflite")
+    return tuple(names)
+
+
+def _export_checks(c):
+    parse_formats(c.format)  # its own message names the bad format
+    return [(c.calibration_images >= 1, "--calibration_images", c.calibration_images,
+             "must be >= 1")]
+
+
 AUGMENT_CHOICES = ("auto", "none", "crop", "crop_flip")
 STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker")
 VARIANT_NAMES = ("cifar", "imagenet")
@@ -204,6 +227,11 @@ class RetrainConfig(_Options):
     model_name: str = option("darts", "Model folder name (TF Serving's MODEL_NAME).")
     version: int = option(None, "Export version; default: 1 + the largest existing one.")
     overwrite: bool = option(False, "Replace an existing export version.")
+    format: str = option("saved_model",
+        "Export format(s) with --export_dir: saved_model, tflite (LiteRT float32), tflite_int8 "
+        "(LiteRT full-integer) or keras; several comma-separated.")
+    calibration_images: int = option(500,
+        "Training images that calibrate the tflite_int8 ranges.")
 
     def validate(self):
         _raise_first([
@@ -221,11 +249,12 @@ class RetrainConfig(_Options):
              "must be a positive integer"),
             (bool(self.model_name) and "/" not in self.model_name and self.model_name[0] != ".",
              "--model_name", self.model_name, "must be a plain folder name"),
-        ])
+        ] + _export_checks(self))
 
 
 RETRAIN_RESUME_NEUTRAL = ("output_dir", "data_dir", "checkpoint_every", "cpu_devices", "strategy",
-                  "export_dir", "model_name", "version", "overwrite", "eval_steps", "recompute")
+                  "export_dir", "model_name", "version", "overwrite", "eval_steps", "recompute",
+                  "format", "calibration_images")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -239,6 +268,12 @@ class ExportConfig(_Options):
     version: int = option(None, "Positive version number; default: 1 + the largest existing "
                           "version.")
     overwrite: bool = option(False, "Replace an existing version folder.")
+    format: str = option("saved_model",
+        "saved_model (EXPORT_DIR/MODEL_NAME/VERSION/), tflite (LiteRT float32), tflite_int8 "
+        "(LiteRT full-integer) or keras (EXPORT_DIR/MODEL_NAME-FORMAT/VERSION/); several "
+        "comma-separated.")
+    calibration_images: int = option(500,
+        "Training images (of the run's dataset) that calibrate the tflite_int8 ranges.")
 
     def validate(self):
         _raise_first([
@@ -246,4 +281,4 @@ class ExportConfig(_Options):
              "must be a positive integer"),
             (bool(self.model_name) and "/" not in self.model_name and self.model_name[0] != ".",
              "--model_name", self.model_name, "must be a plain folder name"),
-        ])
+        ] + _export_checks(self))

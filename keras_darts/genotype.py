@@ -63,6 +63,15 @@ class Genotype:
             "reduce_concat": list(self.reduce_concat),
         }
 
+    @classmethod
+    def load(cls, spec):
+        """A published name ("DARTS_V2"), a genotype.json file, or a search output directory."""
+        return load_genotype(spec, flag="Genotype.load")
+
+    def save(self, path):
+        """Writes genotype.json (atomically), the file `load` and `bin/retrain --genotype` read."""
+        save_genotype(self, path)
+
     def to_json(self):
         return json.dumps(self.to_dict(), sort_keys=True)
 

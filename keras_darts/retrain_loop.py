@@ -17,13 +17,15 @@ from keras_darts import distribute
 from keras_darts import genotype as genotype_lib
 from keras_darts import run_utils
 from keras_darts.gradients import LossScale, all_reduce_sum, apply_gradients
-from keras_darts.config import RETRAIN_RESUME_NEUTRAL, RetrainConfig  # noqa: F401 (re-export)
+from keras_darts.config import RETRAIN_RESUME_NEUTRAL, RetrainConfig, parse_formats  # noqa: F401
 from keras_darts.errors import UserError
 from keras_darts.io_utils import atomic_write_json
 from keras_darts.network import build_network_from_config, count_parameters
 from keras_darts.optimizers import EpochCosineDecay, EpochLearningRate, TorchSGD
 
 METRICS_FILE = "metrics.json"
+_FORMAT_NAMES = {"saved_model": "SavedModel", "tflite": "LiteRT float32", "tflite_int8": "LiteRT int8",
+                 "keras": "Keras model"}
 
 
 def model_record(config, genotype, data):
@@ -162,25 +164,38 @@ class RetrainRun:
                 "test_top5_accuracy": totals[2] / n, "test_examples": int(totals[3])}
 
 
-def run(config, quiet=False):
+def run(config, quiet=False, data=None, genotype=None):
     """Runs (or resumes) a retrain; returns the metrics dict (and exports with --export_dir)."""
+    return run_retrain(config, quiet, data, genotype)[0]
+
+
+def run_retrain(config, quiet=False, data=None, genotype=None):
+    """Runs (or resumes) a retrain; returns (metrics, RetrainRun).
+
+    Args:
+      data: an `ImageData` with a test split, instead of loading `config.dataset` (Python API).
+      genotype: a `Genotype` instead of loading `config.genotype`.
+    """
     config.validate()
-    genotype = genotype_lib.load_genotype(config.genotype)
+    if genotype is None:
+        genotype = genotype_lib.load_genotype(config.genotype)
     # config.json records the genotype itself (its spec is in `genotype_spec`): compare contents.
     resuming = run_utils.check_output_dir(
         config.output_dir, {**config.to_dict(), "genotype": genotype.to_dict()}, RETRAIN_RESUME_NEUTRAL)
     if config.export_dir:
         from keras_darts.export import check_version_free
 
-        check_version_free(config.export_dir, config.model_name, config.version, config.overwrite)
-    data = data_lib.load_image_data(config.dataset, config.data_dir, config.test_dataset,
-                                    need_test=True)
+        check_version_free(config.export_dir, config.model_name, config.version, config.overwrite,
+                           parse_formats(config.format))
+    if data is None:
+        data = data_lib.load_image_data(config.dataset, config.data_dir, config.test_dataset,
+                                        need_test=True)
     distribute.set_mixed_precision(config.mixed_precision)
     run_utils.set_determinism(config.seed, config.deterministic)
     retrain = RetrainRun(config, data, genotype)
     write_dir = distribute.WriteDir(config.output_dir, retrain.strategy)
     try:
-        return _retrain(retrain, write_dir, resuming, quiet)
+        return _retrain(retrain, write_dir, resuming, quiet), retrain
     finally:
         write_dir.cleanup()
 
@@ -254,16 +269,23 @@ def _retrain(retrain, write_dir, resuming, quiet):
         if chief:
             atomic_write_json(metrics_path, metrics)
     if config.export_dir and chief:
-        from keras_darts.export import export_saved_model
+        from keras_darts.export import export_model
 
-        path = export_saved_model(
-            retrain.model, config.export_dir, config.model_name, config.version,
-            image_shape=retrain.record["image_shape"], mean=retrain.record["mean"],
-            std=retrain.record["std"], class_names=retrain.record["class_names"],
-            overwrite=config.overwrite,
+        formats = parse_formats(config.format)
+        paths = export_model(
+            retrain.model, config.export_dir, formats, image_shape=retrain.record["image_shape"],
+            mean=retrain.record["mean"], std=retrain.record["std"],
+            class_names=retrain.record["class_names"], calibration_data=retrain.data.x_train,
+            calibration_images=config.calibration_images, model_name=config.model_name,
+            version=config.version, overwrite=config.overwrite,
             metadata={"run_dir": os.path.abspath(config.output_dir), "retrain_config": retrain.record})
-        print(f"exported SavedModel: {path}")
-        metrics["export_path"] = path
+        paths = paths if isinstance(paths, dict) else {formats[0]: paths}
+        for fmt, path in paths.items():
+            print(f"exported {_FORMAT_NAMES[fmt]}: {path}")
+        # The first format's path, as before; all of them when there are several.
+        metrics["export_path"] = paths[formats[0]]
+        if len(paths) > 1:
+            metrics["export_paths"] = paths
     return metrics
 
 

@@ -136,17 +136,27 @@ def run_record(config, data):
     }
 
 
-def run(config, quiet=False):
+def run(config, quiet=False, data=None):
     """Runs (or resumes) a search; returns the final Genotype."""
+    return run_search(config, quiet, data)[0]
+
+
+def run_search(config, quiet=False, data=None):
+    """Runs (or resumes) a search; returns (genotype, SearchRun).
+
+    Args:
+      data: an `ImageData` to search on instead of loading `config.dataset` (the Python API).
+    """
     config.validate()
     resuming = run_utils.check_output_dir(config.output_dir, config.to_dict(), SEARCH_RESUME_NEUTRAL)
-    data = data_lib.load_image_data(config.dataset, config.data_dir)
+    if data is None:
+        data = data_lib.load_image_data(config.dataset, config.data_dir)
     distribute.set_mixed_precision(config.mixed_precision)
     run_utils.set_determinism(config.seed, config.deterministic)
     search = SearchRun(config, data)
     write_dir = distribute.WriteDir(config.output_dir, search.strategy)
     try:
-        return _search(search, write_dir, resuming, quiet)
+        return _search(search, write_dir, resuming, quiet), search
     finally:
         write_dir.cleanup()
 

@@ -81,13 +81,14 @@ LAYERS = (
     ("models", {"network", "search_cells", "supernet"}),
     ("training", {"architect", "unrolled", "gradients", "optimizers", "run_utils", "distribute"}),
     ("loops", {"search_loop", "retrain_loop", "export", "visualize", "search_vs_random"}),
+    ("api", {"api"}),  # the Python API over the loops (bin/ calls it)
 )
 RANK = {unit: rank for rank, (_, units) in enumerate(LAYERS) for unit in units}
 LAYER_NAME = {unit: name for name, units in LAYERS for unit in units}
 
-# Modules still being split by other work (data -> package, export -> package); over the limit
-# only until then. A listed file that no longer exists is simply not checked.
-TOO_LONG_FOR_NOW = {"data.py", "export.py"}
+# Modules still being split by other work (data -> package); over the limit only until then. A
+# listed file that no longer exists is simply not checked.
+TOO_LONG_FOR_NOW = {"data.py"}
 
 
 def _modules():

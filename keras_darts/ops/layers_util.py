@@ -5,6 +5,8 @@ Padding is explicit and symmetric, as PyTorch's `padding=p`: TF's `'same'` pads 
 even inputs, which shifts every window by one pixel. Conv kernels use PyTorch's default init.
 """
 
+import contextlib
+
 import keras
 from keras import ops as K
 
@@ -47,6 +49,19 @@ def same_is_symmetric(kernel_size, strides, padding, dilation=1):
     return strides == 1 and kernel_size % 2 == 1 and padding == dilation * (kernel_size - 1) // 2
 
 
+_STRIDED_SLICES = [False]
+
+
+@contextlib.contextmanager
+def strided_slices():
+    """Traces `subsample` as a plain 4-D strided slice: LiteRT has no 6-D Slice kernel (export)."""
+    _STRIDED_SLICES[0] = True
+    try:
+        yield
+    finally:
+        _STRIDED_SLICES[0] = False
+
+
 def subsample(x, strides, offset=0):
     """x[:, offset::strides, offset::strides, :] with ceil(size / strides) rows and columns (zeros
     where offset runs past the edge), with a cheap gradient.
@@ -58,7 +73,8 @@ def subsample(x, strides, offset=0):
     if strides == 1 and offset == 0:
         return x
     h, w, c = x.shape[1], x.shape[2], x.shape[3]
-    if h is None or w is None or c is None:  # dynamic sizes: the plain (slower) strided slice
+    # Dynamic sizes or an export for LiteRT: the plain (slower to train) strided slice.
+    if h is None or w is None or c is None or _STRIDED_SLICES[0]:
         if offset:
             x = K.pad(x[:, offset:, offset:, :], [[0, 0], [0, offset], [0, offset], [0, 0]])
         return x[:, ::strides, ::strides, :]

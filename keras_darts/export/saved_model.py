@@ -20,22 +20,21 @@ The SavedModel is written to a `.tmp-*` folder beside the versions and renamed i
 complete and verified, so a crash never leaves a half-written numeric version for Serving to load.
 """
 
-import json
 import os
-import shutil
-import tempfile
 
 import numpy as np
 import tensorflow as tf
 
-from keras_darts.errors import UserError
+from keras_darts.export.publish import (METADATA_FILE, check_class_names, check_name_and_version,
+                                        check_preprocessing, model_folder, model_metadata,
+                                        num_classes_of, publish_version, write_labels,
+                                        write_metadata)
 
 SERVING_DEFAULT = "serving_default"
 SERVING_BYTES = "serving_bytes"
 IMAGES_INPUT = "images"
 BYTES_INPUT = "image_bytes"
 CLASS_NAMES_FILE = "class_names.txt"
-METADATA_FILE = "keras_darts_export.json"
 EXTRA_DIR = "assets.extra"
 
 
@@ -117,39 +116,6 @@ class ServingModule(tf.Module):
         return outputs
 
 
-def _check_per_channel(name, values, channels):
-    values = np.asarray(values, dtype=np.float64).reshape(-1)
-    if values.size == 1:
-        values = np.repeat(values, channels)
-    if values.size != channels or not np.all(np.isfinite(values)):
-        raise ValueError(f"{name} must be one finite number or {channels} (one per channel), "
-                         f"got {values.tolist()}")
-    return [float(v) for v in values]
-
-
-def _versions(model_dir):
-    if not os.path.isdir(model_dir):
-        return []
-    return sorted(int(n) for n in os.listdir(model_dir)
-                  if n.isdigit() and os.path.isdir(os.path.join(model_dir, n)))
-
-
-def check_version_free(export_dir, model_name, version, overwrite):
-    """Fails early (before hours of training) when an explicit --version already exists."""
-    if version is None or overwrite:
-        return
-    final = os.path.join(export_dir, model_name, str(version))
-    if os.path.exists(final):
-        raise UserError(f"--version={version}: {final} already exists; pass --overwrite to replace it")
-    if os.path.exists(export_dir) and not os.path.isdir(export_dir):
-        raise UserError(f"--export_dir={export_dir}: exists and is not a directory")
-
-
-def _json_safe(obj):
-    """Model configs may hold numpy scalars or dtype-policy objects; keep what JSON can hold."""
-    return json.loads(json.dumps(obj, default=lambda o: o.item() if hasattr(o, "item") else str(o)))
-
-
 def export_saved_model(model, export_dir, model_name="darts", version=None, *, image_shape, mean,
                        std, class_names=None, overwrite=False, metadata=None, verify=True):
     """Exports `model` as `<export_dir>/<model_name>/<version>/` for TF Serving.
@@ -174,58 +140,19 @@ def export_saved_model(model, export_dir, model_name="darts", version=None, *, i
     Raises:
       UserError: the version exists and overwrite is False, or bad arguments.
     """
-    if not model_name or model_name.startswith(".") or model_name != os.path.basename(model_name):
-        raise UserError(f"--model_name={model_name!r}: must be a plain folder name not starting with '.'")
-    if version is not None and (isinstance(version, bool) or not isinstance(version, (int, np.integer))
-                                or version < 1):
-        raise UserError(f"--version={version}: must be a positive integer")
-    try:
-        image_shape = tuple(int(d) for d in image_shape)
-        if len(image_shape) != 3 or min(image_shape) < 1:
-            raise ValueError
-    except (TypeError, ValueError):
-        raise UserError(f"image_shape must be (height, width, channels), got {image_shape!r}") from None
-    channels = image_shape[2]
-    try:
-        mean = _check_per_channel("mean", mean, channels)
-        std = _check_per_channel("std", std, channels)
-    except ValueError as e:
-        raise UserError(str(e)) from None
-    if min(std) <= 0:
-        raise UserError(f"std must be positive, got {std}")
-    num_classes = getattr(model, "num_classes", None)
-    if num_classes is None:
-        num_classes = model(np.zeros((1, *image_shape), np.float32), training=False).shape[-1]
-    num_classes = int(num_classes)
-    if class_names is not None:
-        class_names = [str(n) for n in class_names]
-        if len(class_names) != num_classes:
-            raise UserError(f"class_names has {len(class_names)} names but the model has "
-                            f"{num_classes} classes")
-        if any("\n" in n or "\r" in n for n in class_names):
-            raise UserError("class_names must not contain line breaks")
+    check_name_and_version(model_name, version)
+    image_shape, mean, std = check_preprocessing(image_shape, mean, std)
+    num_classes = num_classes_of(model, image_shape)
+    class_names = check_class_names(class_names, num_classes)
 
-    model_dir = os.path.join(export_dir, model_name)
-    if version is None:
-        version = (_versions(model_dir) or [0])[-1] + 1
-    final = os.path.join(model_dir, str(version))
-    if os.path.exists(final) and not overwrite:
-        raise UserError(f"--version={version}: {final} already exists; pass --overwrite to replace it")
-    os.makedirs(model_dir, exist_ok=True)
-
-    tmp = tempfile.mkdtemp(prefix=f".tmp-{version}-", dir=model_dir)
-    try:
-        source_dir = os.path.join(tmp, "source")  # outside the SavedModel; save() copies assets in
-        saved = os.path.join(tmp, "saved_model")
+    def write(saved, version):
+        # Class names start outside the SavedModel; save() copies the asset in.
         class_names_path = None
         if class_names is not None:
-            os.makedirs(source_dir)
-            class_names_path = os.path.join(source_dir, CLASS_NAMES_FILE)
-            with open(class_names_path, "w") as f:
-                f.write("".join(n + "\n" for n in class_names))
+            class_names_path = os.path.join(os.path.dirname(saved), CLASS_NAMES_FILE)
+            write_labels(class_names_path, class_names)
         module = ServingModule(model, image_shape, mean, std, class_names_path)
         tf.saved_model.save(module, saved, signatures=module.signatures)
-
         info = {
             "format": "keras_darts SavedModel export v1",
             "model_name": model_name,
@@ -240,21 +167,16 @@ def export_saved_model(model, export_dir, model_name="darts", version=None, *, i
             "std": std,
             "num_classes": num_classes,
             "class_names": class_names,
-            "genotype": model.genotype.to_dict() if hasattr(model, "genotype") else None,
-            "model_class": type(model).__name__,
-            "model_config": _json_safe(model.get_config()),
+            **model_metadata(model),
+            **(metadata or {}),
         }
-        info.update(_json_safe(metadata or {}))
         os.makedirs(os.path.join(saved, EXTRA_DIR))
-        with open(os.path.join(saved, EXTRA_DIR, METADATA_FILE), "w") as f:
-            json.dump(info, f, indent=2, sort_keys=True)
-            f.write("\n")
+        write_metadata(os.path.join(saved, EXTRA_DIR, METADATA_FILE), info)
         if verify:
             _verify(module, saved, image_shape)
-        _publish(saved, final, overwrite, version)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return final
+
+    return publish_version(export_dir, model_folder(model_name, "saved_model"), version, overwrite,
+                           write)
 
 
 def _verify(module, saved, image_shape):
@@ -266,86 +188,3 @@ def _verify(module, saved, image_shape):
     if got.shape != expected.shape or not np.allclose(got, expected, atol=1e-5):
         raise RuntimeError(f"exported model does not reproduce the in-memory model (max abs diff "
                            f"{np.max(np.abs(got - expected)) if got.shape == expected.shape else got.shape})")
-
-
-def _publish(saved, final, overwrite, version):
-    """Renames the finished SavedModel to its numeric version folder.
-
-    With overwrite the old version is renamed aside first (to a `.tmp-*` name Serving ignores) and
-    deleted only after the new one is in place; between the two renames the version is briefly
-    absent, never half-written.
-    """
-    model_dir = os.path.dirname(final)
-    old = None
-    if os.path.exists(final):
-        if not overwrite:  # appeared while we were saving
-            raise UserError(f"--version={version}: {final} already exists; pass --overwrite to "
-                            "replace it")
-        old = tempfile.mkdtemp(prefix=f".tmp-old-{version}-", dir=model_dir)
-        os.replace(final, os.path.join(old, "previous"))
-    try:
-        os.replace(saved, final)
-    except BaseException:
-        if old is not None:  # put the previous version back
-            os.replace(os.path.join(old, "previous"), final)
-        raise
-    finally:
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-
-
-def export_from_run(run_dir, export_dir, model_name="darts", version=None, overwrite=False):
-    """Exports the latest checkpoint of a retrain run.
-
-    `run_dir/config.json` describes the model (see `network.build_network_from_config`) and the
-    preprocessing (`image_shape`, `mean`, `std`, optional `class_names`); `run_dir/checkpoints/`
-    holds `tf.train.Checkpoint(model=model, ...)` checkpoints of a `tf.train.CheckpointManager`.
-
-    Returns:
-      The version folder's path.
-
-    Raises:
-      UserError: missing run dir, config or checkpoint; a config the model cannot be built from; a
-        checkpoint that does not fit that model; a version clash.
-    """
-    from keras_darts.network import build_network_from_config
-
-    if not os.path.isdir(run_dir):
-        raise UserError(f"--checkpoint_dir={run_dir}: no such directory")
-    config_path = os.path.join(run_dir, "config.json")
-    try:
-        with open(config_path) as f:
-            config = json.load(f)
-    except FileNotFoundError:
-        raise UserError(f"--checkpoint_dir={run_dir}: no config.json (is it a retrain output "
-                        "directory?)") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise UserError(f"{config_path}: cannot read JSON ({e})") from None
-    if not isinstance(config, dict):
-        raise UserError(f"{config_path}: expected a JSON object")
-    for key in ("mean", "std"):
-        if key not in config:
-            raise UserError(f"{config_path}: missing key {key!r}")
-    ckpt_dir = os.path.join(run_dir, "checkpoints")
-    latest = tf.train.latest_checkpoint(ckpt_dir) if os.path.isdir(ckpt_dir) else None
-    if latest is None:
-        raise UserError(f"--checkpoint_dir={run_dir}: no checkpoint in {ckpt_dir}")
-    try:
-        model = build_network_from_config(config)
-    except (ValueError, TypeError) as e:
-        raise UserError(f"{config_path}: {e}") from None
-
-    try:
-        status = tf.train.Checkpoint(model=model).restore(latest).expect_partial()
-        status.assert_existing_objects_matched()
-    except (AssertionError, ValueError, tf.errors.OpError) as e:
-        first = " ".join(str(e).split())[:200]
-        raise UserError(f"{latest}: checkpoint does not match the model config.json describes "
-                        f"({first})") from None
-    return export_saved_model(
-        model, export_dir, model_name, version,
-        image_shape=config["image_shape"], mean=config["mean"], std=config["std"],
-        class_names=config.get("class_names"), overwrite=overwrite,
-        metadata={"run_dir": os.path.abspath(run_dir), "checkpoint": os.path.abspath(latest),
-                  "retrain_config": config},
-    )
