@@ -20,6 +20,8 @@ from keras_darts import genotype as genotype_lib
 from keras_darts import run_utils
 from keras_darts.architect import BilevelStep
 from keras_darts.config import SEARCH_RESUME_NEUTRAL, SearchConfig  # noqa: F401 (re-export)
+from keras_darts.cost.derived import cost_record, format_cost
+from keras_darts.cost.search_costs import LATENCY_TABLE_FILE, SearchCosts
 from keras_darts.errors import UserError
 from keras_darts.gradients import LossScale
 from keras_darts.io_utils import atomic_append_jsonl
@@ -37,6 +39,8 @@ class SearchRun:
     def __init__(self, config, data):
         self.config = config
         self.data = data
+        # First: an impossible budget is reported before anything is built or written.
+        self.costs = SearchCosts(config, data.image_shape, data.num_classes)
         self.strategy = distribute.get_strategy(config.strategy, config.cpu_devices)
         self.replicas = self.strategy.num_replicas_in_sync
         if config.batch_size % self.replicas:
@@ -118,6 +122,11 @@ class SearchRun:
             totals += [float(out["loss_sum"]), float(out["correct"]), float(out["count"])]
         return totals[0] / max(totals[2], 1), totals[1] / max(totals[2], 1)
 
+    def derive(self):
+        """The genotype of the current alphas (within --max_params/--max_macs when given)."""
+        return self.costs.derive(self.model.genotype(), self.model.alphas_normal.numpy(),
+                                 self.model.alphas_reduce.numpy())
+
     def softmax_alphas(self):
         return (genotype_lib.softmax(self.model.alphas_normal.numpy()),
                 genotype_lib.softmax(self.model.alphas_reduce.numpy()))
@@ -167,6 +176,8 @@ def _search(search, write_dir, resuming, quiet):
     chief = write_dir.chief
     if chief and not resuming:
         run_utils.write_config(out, run_record(config, search.data))
+    if chief and search.costs.latency is not None and not config.latency_table:
+        search.costs.latency.save(os.path.join(out, LATENCY_TABLE_FILE))
     manager, restore_manager = run_utils.checkpoint_managers(search.checkpoint, config.output_dir, out)
     restored = run_utils.restore_latest(search.checkpoint, restore_manager, config.output_dir)
     start_epoch = int(search.epoch.numpy())
@@ -174,7 +185,7 @@ def _search(search, write_dir, resuming, quiet):
     genotype_path = os.path.join(out, GENOTYPE_FILE)
     if start_epoch >= config.epochs:
         print(f"search already finished ({config.epochs} epochs): {genotype_path}")
-        return search.model.genotype()
+        return search.derive()
     if restored:
         print(f"resuming from {restored} (epoch {start_epoch + 1}, step "
               f"{int(search.step_in_epoch.numpy()) + 1})")
@@ -209,7 +220,7 @@ def _search(search, write_dir, resuming, quiet):
                 manager.save(checkpoint_number=epoch * search.steps + step)
         val_loss, val_acc = search.evaluate()
         alphas_normal, alphas_reduce = search.softmax_alphas()
-        genotype = search.model.genotype()
+        genotype = search.derive()
         record = {
             "epoch": epoch + 1,
             "global_step": int(search.weight_optimizer.iterations.numpy()),
@@ -219,6 +230,9 @@ def _search(search, write_dir, resuming, quiet):
             "val_loss": val_loss, "val_accuracy": val_acc,
             "alphas_normal": alphas_normal.tolist(), "alphas_reduce": alphas_reduce.tolist(),
             "genotype": genotype.to_dict(), "primitives": list(PRIMITIVES),
+            "expected_cost": search.costs.expected(search.model.alphas_normal.numpy(),
+                                                   search.model.alphas_reduce.numpy()),
+            "genotype_cost": cost_record(search.costs.genotype_cost(genotype)),
             "epoch_time_s": time.time() - t0,
         }
         if chief:
@@ -235,9 +249,10 @@ def _search(search, write_dir, resuming, quiet):
               f"{record['train_accuracy']:.2%} | val loss {val_loss:.4f} acc {val_acc:.2%} | "
               f"{record['epoch_time_s']:.1f}s | genotype {genotype}", flush=True)
     summaries.flush()
-    genotype = search.model.genotype()
+    genotype = search.derive()
     if chief:
         _final_summary(genotype, config.output_dir)
+        _cost_summary(search, genotype)
     return genotype
 
 
@@ -269,3 +284,10 @@ def _final_summary(genotype, output_dir):
         print(f"warning: figures not drawn: {e}")
         paths = {}
     print(visualize.format_summary(genotype, paths, output_dir))
+
+
+def _cost_summary(search, genotype):
+    """The derived network's cost, at the end of bin/search."""
+    costs = search.costs
+    latency = costs.measure_latency(genotype) if search.config.latency else None
+    print(f"derived network ({costs.describe()}): {format_cost(costs.genotype_cost(genotype), latency)}")
