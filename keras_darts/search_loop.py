@@ -20,7 +20,7 @@ from keras_darts import genotype as genotype_lib
 from keras_darts import run_utils
 from keras_darts.architect import BilevelStep
 from keras_darts.config import SEARCH_RESUME_NEUTRAL, SearchConfig  # noqa: F401 (re-export)
-from keras_darts.cost.derived import cost_record, format_cost
+from keras_darts.cost.derived import cost_record
 from keras_darts.cost.search_costs import LATENCY_TABLE_FILE, SearchCosts
 from keras_darts.errors import UserError
 from keras_darts.gradients import LossScale
@@ -77,7 +77,7 @@ class SearchRun:
             self.step = BilevelStep(
                 self.model, self.weight_optimizer, self.arch_optimizer, config.batch_size,
                 config.grad_clip, config.arch_weight_decay, config.unrolled, config.jit_compile,
-                self.loss_scale)
+                self.loss_scale, arch_regularizers=self.costs.regularizers())
             self.checkpoint = tf.train.Checkpoint(
                 model=self.model, weight_optimizer=self.weight_optimizer,
                 arch_optimizer=self.arch_optimizer, epoch=self.epoch,
@@ -251,8 +251,7 @@ def _search(search, write_dir, resuming, quiet):
     summaries.flush()
     genotype = search.derive()
     if chief:
-        _final_summary(genotype, config.output_dir)
-        _cost_summary(search, genotype)
+        _final_summary(genotype, config.output_dir, search.costs, config.latency)
     return genotype
 
 
@@ -275,7 +274,7 @@ def _epoch_summaries(summaries, record, alphas_normal, alphas_reduce, genotype):
     summaries.flush()
 
 
-def _final_summary(genotype, output_dir):
+def _final_summary(genotype, output_dir, costs, latency):
     from keras_darts import visualize
 
     try:
@@ -283,11 +282,6 @@ def _final_summary(genotype, output_dir):
     except UserError as e:  # figures are a convenience; the genotype is already saved
         print(f"warning: figures not drawn: {e}")
         paths = {}
-    print(visualize.format_summary(genotype, paths, output_dir))
+    ms = costs.measure_latency(genotype) if latency else None
+    print(visualize.format_summary(genotype, paths, output_dir, latency_ms=ms))
 
-
-def _cost_summary(search, genotype):
-    """The derived network's cost, at the end of bin/search."""
-    costs = search.costs
-    latency = costs.measure_latency(genotype) if search.config.latency else None
-    print(f"derived network ({costs.describe()}): {format_cost(costs.genotype_cost(genotype), latency)}")

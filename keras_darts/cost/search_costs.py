@@ -99,12 +99,6 @@ class SearchCosts:
 
     def measure_latency(self, genotype):
         """Single-image ms of the derived network (built, untrained: latency needs no weights)."""
-        from keras_darts.cost.latency import measure_model_latency
-        from keras_darts.network import VARIANTS
+        from keras_darts.cost.report import measure_latency
 
-        a = self.derived_args
-        model = VARIANTS[a["variant"]](genotype, num_classes=a["num_classes"], layers=a["layers"],
-                                       init_channels=a["init_channels"], auxiliary=False,
-                                       in_channels=a["image_shape"][2])
-        model.build((None, *a["image_shape"]))
-        return measure_model_latency(model, a["image_shape"])
+        return measure_latency(genotype, self.derived_args)
