@@ -109,3 +109,26 @@ def test_latency_table_round_trip_lookup_and_missing_entry(tmp_path):
 def test_measured_op_latency_is_a_positive_time():
     ms = measure_op_latency("sep_conv_3x3", 4, 8, 8, 1, runs=3, warmup=1)
     assert 0 < ms < 1000
+
+
+def test_visualize_cost_lines(tmp_path):
+    from keras_darts.genotype import DARTS_V2
+    from keras_darts.visualize.cli import format_cost
+
+    # a bare genotype: the paper's two settings
+    lines = format_cost(DARTS_V2)
+    assert lines == ["Cost:",
+                     "  CIFAR-10 (20 cells, 36 channels, 32x32): 3.349M parameters (auxiliary head "
+                     "excluded), 528.4M MACs",
+                     "  ImageNet mobile (14 cells, 48 channels, 224x224): 4.719M parameters "
+                     "(auxiliary head excluded), 529.9M MACs"]
+    # a search run: its --derived_* network at the data's size, with a measured latency
+    run = tmp_path / "run"
+    run.mkdir()
+    config = SearchConfig(derived_layers=5, derived_channels=8, derived_image_size=16).to_dict()
+    (run / "config.json").write_text(json.dumps(
+        {"config": config, "dataset_info": {"image_shape": [32, 32, 1], "num_classes": 7}}))
+    cost = derived.network_cost(DARTS_V2, 5, 8, (16, 16, 1), 7)
+    assert format_cost(DARTS_V2, str(run), latency_ms=1.234) == [
+        "Cost:", f"  cifar, 5 cells, 8 channels, 16x16: {cost.params / 1e6:.3f}M parameters "
+                 f"(auxiliary head excluded), {cost.macs / 1e6:.1f}M MACs, 1.23 ms/image"]

@@ -13,6 +13,7 @@ from PIL import Image
 
 from helpers import (RETRAIN_TINY, SEARCH_TINY, check_ok, cli_env, read_json, run_cli,
                      temp_leftovers, write_cifar_slice)
+from keras_darts.cost.derived import network_cost
 from keras_darts.genotype import load_genotype
 
 # Runs in a fresh interpreter: nothing of the test process (traced functions, Keras state) leaks in.
@@ -56,13 +57,14 @@ def test_search_retrain_export_serve(cifar_dir, tmp_path):
     export_dir = str(tmp_path / "exports")
 
     # --- search ---
-    check_ok(run_cli("search", f"--dataset={data}", f"--output_dir={search_dir}", *SEARCH_TINY,
-                     "--epochs=1", "--steps_per_epoch=2", "--seed=1"))
+    searched = check_ok(run_cli("search", f"--dataset={data}", f"--output_dir={search_dir}",
+                                *SEARCH_TINY, "--epochs=1", "--steps_per_epoch=2", "--seed=1"))
     genotype_path = os.path.join(search_dir, "genotype.json")
     genotype = load_genotype(genotype_path)
     assert genotype.steps == 1
     history = [json.loads(line) for line in open(os.path.join(search_dir, "history.jsonl"))]
     assert len(history) == 1 and history[0]["genotype"] == genotype.to_dict()
+    assert "  cifar, 20 cells, 36 channels, 32x32: " in searched.stdout
 
     # --- retrain the found genotype, exporting at the end ---
     result = check_ok(run_cli("retrain", f"--genotype={genotype_path}", f"--dataset={data}",
@@ -75,6 +77,11 @@ def test_search_retrain_export_serve(cifar_dir, tmp_path):
     assert record["genotype_spec"] == genotype_path
     metrics = read_json(os.path.join(retrain_dir, "metrics.json"))
     assert metrics["genotype"] == genotype.to_dict() and metrics["epochs"] == 1
+    # the cost counters (tests/test_cost*.py): the retrained net's, the search's --derived_* one
+    cost = network_cost(genotype, 3, 4, (32, 32, 3), 10)
+    assert (metrics["parameters"], metrics["macs"]) == (cost.params, cost.macs)
+    at_20 = network_cost(genotype, 20, 36, (32, 32, 3), 10)
+    assert history[0]["genotype_cost"] == {"parameters": at_20.params, "macs": at_20.macs}
 
     # --- bin/export of the same run as version 2 ---
     result = check_ok(run_cli("export", f"--checkpoint_dir={retrain_dir}",
