@@ -176,7 +176,7 @@ def _search(search, write_dir, resuming, quiet):
     chief = write_dir.chief
     if chief and not resuming:
         run_utils.write_config(out, run_record(config, search.data))
-    if chief and search.costs.latency is not None and not config.latency_table:
+    if chief and search.costs.latency_measured:
         search.costs.latency.save(os.path.join(out, LATENCY_TABLE_FILE))
     manager, restore_manager = run_utils.checkpoint_managers(search.checkpoint, config.output_dir, out)
     restored = run_utils.restore_latest(search.checkpoint, restore_manager, config.output_dir)

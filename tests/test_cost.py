@@ -263,3 +263,21 @@ def test_budget_nothing_fits_is_one_line():
     assert "\n" not in message
     assert message == (f"--max_params={fixed.params - 1}: no reachable genotype fits; the "
                        f"cheapest one needs {fixed.params:,} params at this network size")
+
+
+def test_two_budgets_that_cannot_be_met_together():
+    # one edge: op a is cheap in params, op b cheap in MACs; no op is cheap in both
+    g = Genotype(normal=[("sep_conv_3x3", 0), ("sep_conv_3x3", 1)], normal_concat=[2],
+                 reduce=[("sep_conv_3x3", 0), ("sep_conv_3x3", 1)], reduce_concat=[2])
+    tables = {cell: np.zeros((2, len(GENOTYPE_OPS), 2), dtype=np.int64) for cell in ("normal", "reduce")}
+    tables["normal"][:, :, :] = 100
+    tables["normal"][:, 0] = (0, 100)
+    tables["normal"][:, 1] = (100, 0)
+    w = np.full((2, len(PRIMITIVES)), 1 / len(PRIMITIVES))
+    fixed = Cost(0, 0)
+    chosen, totals = budget.derive_within_budget(g, w, w, fixed, tables, {"params": 100, "macs": 100})
+    assert totals == {"params": 100, "macs": 100}
+    assert sorted(op for op, _ in chosen.normal) == sorted(GENOTYPE_OPS[:2])
+    with pytest.raises(UserError, match=r"^--max_params=50 and --max_macs=50: no reachable genotype "
+                                        r"meets both$"):
+        budget.derive_within_budget(g, w, w, fixed, tables, {"params": 50, "macs": 50})

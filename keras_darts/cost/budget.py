@@ -155,7 +155,10 @@ def derive_within_budget(genotype, weights_normal, weights_reduce, fixed, tables
     if choice is None:
         cheapest = [fixed.get(m) + sum(min(o[1][i] for o in opts) for opts in items)
                     for i, m in enumerate(metrics)]
-        over = [(m, b) for m, b in zip(metrics, cheapest) if b > budgets[m]] or list(zip(metrics, cheapest))
+        over = [(m, c) for m, c in zip(metrics, cheapest) if c > budgets[m]]
+        if not over:  # each budget alone can be met, not both at once
+            raise UserError(" and ".join(f"--max_{m}={budgets[m]}" for m in metrics)
+                            + ": no reachable genotype meets both")
         m, c = over[0]
         raise UserError(f"--max_{m}={budgets[m]}: no reachable genotype fits; the cheapest one "
                         f"needs {c:,} {m} at this network size")

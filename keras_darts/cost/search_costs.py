@@ -7,6 +7,8 @@ cheapest reachable network costs exactly the fixed part (stems, preprocessing, c
 budget below that can never be met, whatever the alphas become.
 """
 
+import os
+
 import numpy as np
 
 from keras_darts.cost import budget as budget_lib
@@ -30,9 +32,10 @@ class SearchCosts:
         steps = config.nodes
         self.tables = {m: supernet_cost.cost_tables(config.layers, config.init_channels, (h, w),
                                                     steps, m) for m in ("params", "macs")}
-        self.latency = None
+        self.latency = None  # a LatencyTable, when --cost=latency needs one
+        self.latency_measured = False  # measured now (to be saved in the output dir)
         if config.cost == "latency" and (config.cost_penalty > 0 or config.latency_table):
-            self.latency = self._latency_table(config, (h, w), log)
+            self.latency, self.latency_measured = self._latency_table(config, (h, w), log)
             self.tables["latency"] = supernet_cost.cost_tables(
                 config.layers, config.init_channels, (h, w), steps, "latency", self.latency)
         size = config.derived_image_size
@@ -55,11 +58,16 @@ class SearchCosts:
         from keras_darts.cost import latency
 
         if config.latency_table:
-            return latency.LatencyTable.load(config.latency_table)
+            return latency.LatencyTable.load(config.latency_table), False
+        # A resumed run reuses the table it measured (same penalty, reproducible resumes).
+        saved = os.path.join(config.output_dir, LATENCY_TABLE_FILE) if config.output_dir else None
+        if saved and os.path.isfile(saved):
+            flag = f"{LATENCY_TABLE_FILE} of --output_dir"
+            return latency.LatencyTable.load(saved, flag=flag), False
         entries = latency.required_entries(config.layers, config.init_channels, size, config.nodes)
         log(f"measuring the latency of {len(entries)} candidate ops on this CPU (--cost=latency "
             "without --latency_table)")
-        return latency.measure_table(entries)
+        return latency.measure_table(entries), True
 
     def describe(self):
         a = self.derived_args
