@@ -264,6 +264,7 @@ def _epoch_summaries(summaries, record, alphas_normal, alphas_reduce, genotype):
     summaries.scalars({f"search/{k}": record[k] for k in (
         "train_loss", "train_accuracy", "val_loss", "val_accuracy", "arch_val_loss",
         "arch_val_accuracy", "learning_rate")}, epoch)
+    summaries.scalars({f"cost/expected_{k}": v for k, v in record["expected_cost"].items()}, epoch)
     for cell, alphas in (("normal", alphas_normal), ("reduce", alphas_reduce)):
         summaries.scalars({f"alphas_{cell}/{op}": w for op, w in
                            visualize.per_op_mean_weights(alphas, PRIMITIVES).items()}, epoch)
@@ -284,4 +285,3 @@ def _final_summary(genotype, output_dir, costs, latency):
         paths = {}
     ms = costs.measure_latency(genotype) if latency else None
     print(visualize.format_summary(genotype, paths, output_dir, latency_ms=ms))
-
