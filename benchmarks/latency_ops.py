@@ -6,7 +6,7 @@
   bin/search ... --cost=latency --cost_penalty=0.1 --latency_table=/tmp/latency_table.json
 
 Every non-`none` candidate op at every (channels, size, stride) the supernet has, built as a
-derived network builds it, timed at batch 1 with Keras/TF on this CPU (median of --runs after
+derived network builds it, timed at batch 1 with Keras/TF on this CPU (fastest of --runs after
 --warmup calls). Prints one line per op and, last, one JSON object (the table's summary).
 """
 
