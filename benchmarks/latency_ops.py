@@ -31,8 +31,10 @@ _OUTPUT = flags.DEFINE_string("output", None, "Where to write the table (JSON)."
 
 
 def main(argv):
-    latency = quiet_import("keras_darts.cost.latency")
-    entries = latency.required_entries(_LAYERS.value, _CHANNELS.value, (_IMAGE.value,) * 2,
+    latency = quiet_import("keras_darts.latency")
+    from keras_darts.cost.latency_table import required_entries
+
+    entries = required_entries(_LAYERS.value, _CHANNELS.value, (_IMAGE.value,) * 2,
                                        _NODES.value)
     t0 = time.time()
     table = latency.measure_table(entries, _RUNS.value, _WARMUP.value, log=print)

@@ -269,7 +269,7 @@ def _retrain(retrain, write_dir, resuming, quiet):
     else:
         latency = None
         if config.latency:
-            from keras_darts.cost.latency import measure_model_latency
+            from keras_darts.latency import measure_model_latency
 
             latency = measure_model_latency(retrain.model, record["image_shape"])
             print(f"network: {format_cost(cost, latency)}")

@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 
 from keras_darts.cost import derived, ops_cost, supernet_cost
-from keras_darts.cost.penalty import CostPenalty
+from keras_darts.cost_penalty import CostPenalty
 from keras_darts.genotype import PRIMITIVES, Genotype
 from keras_darts.network import NetworkCIFAR, NetworkImageNet, count_parameters
 from keras_darts.ops import make_op

@@ -11,8 +11,9 @@ from helpers import SEARCH_TINY, run_cli, write_cifar_slice
 from keras_darts import search_loop
 from keras_darts.config import SearchConfig
 from keras_darts.cost import derived, supernet_cost
-from keras_darts.cost.latency import LatencyTable, measure_op_latency, required_entries
-from keras_darts.cost.search_costs import SearchCosts
+from keras_darts.cost.latency_table import LatencyTable, required_entries
+from keras_darts.latency import measure_op_latency
+from keras_darts.search_costs import SearchCosts
 from keras_darts.errors import UserError
 from keras_darts.genotype import PRIMITIVES, load_genotype
 

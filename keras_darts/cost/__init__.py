@@ -1,7 +1,9 @@
-"""Costs of DARTS networks: parameters, multiply-adds (MACs) and latency; cost penalty and budgets.
+"""Costs of DARTS networks: parameters, multiply-adds (MACs), latency tables; budgets.
 
-Pure numpy (no TensorFlow) except `penalty` (the TF regulariser) and `latency` (measurement),
-which are imported explicitly. Convention: BUILD_NOTES.md, "Costs".
+Pure numpy, no TensorFlow and no model (a base-layer unit: bin/visualize and config-time checks
+use it). The TF pieces sit above the models: `keras_darts.cost_penalty` (the regulariser),
+`keras_darts.latency` (measurement), `keras_darts.search_costs` (a search's use of all this).
+Convention: BUILD_NOTES.md, "Costs".
 """
 
 from keras_darts.cost.budget import derive_within_budget

@@ -1,5 +1,6 @@
 """Cost lines for reports (end of bin/search, bin/visualize): a genotype's derived network cost at
-the settings of a search run, or at the paper's two standard settings. Pure (latency aside)."""
+the settings of a search run, or at the paper's two standard settings. Pure: a latency figure
+comes from a measuring callable the caller passes (visualize builds no model)."""
 
 import json
 import os
@@ -37,23 +38,11 @@ def run_settings(run_dir):
     return label, settings
 
 
-def measure_latency(genotype, settings):
-    """Single-image ms of the derived network (untrained weights: latency needs none)."""
-    from keras_darts.cost.latency import measure_model_latency
-    from keras_darts.network import VARIANTS
-
-    s = settings
-    model = VARIANTS[s["variant"]](genotype, num_classes=s["num_classes"], layers=s["layers"],
-                                   init_channels=s["init_channels"], auxiliary=False,
-                                   in_channels=s["image_shape"][2])
-    model.build((None, *s["image_shape"]))
-    return measure_model_latency(model, s["image_shape"])
-
-
-def cost_lines(genotype, settings=STANDARD, latency=False):
-    """One line per (label, settings): parameters, MACs and, with `latency`, measured ms."""
+def cost_lines(genotype, settings=STANDARD, measure=None):
+    """One line per (label, settings): parameters, MACs and, with `measure` (a callable
+    (genotype, settings) -> ms, e.g. `keras_darts.latency.network_latency`), the latency."""
     lines = []
     for label, s in settings:
-        ms = measure_latency(genotype, s) if latency else None
+        ms = measure(genotype, s) if measure else None
         lines.append(f"{label}: {format_cost(network_cost(genotype, **s), ms)}")
     return lines

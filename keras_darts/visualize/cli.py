@@ -82,10 +82,11 @@ def _dataset(run_dir):
     return dataset if isinstance(dataset, str) and dataset else None
 
 
-def format_cost(genotype, run_dir=None, latency_ms=None, latency=False):
+def format_cost(genotype, run_dir=None, latency_ms=None, measure=None):
     """["Cost:", one line per setting]: the run's derived network (--derived_*) if its config says,
     else the paper's CIFAR-10 and ImageNet mobile settings. `latency_ms` (already measured, for
-    the run's network) or `latency` (measure each)."""
+    the run's network) or `measure` ((genotype, settings) -> ms, injected by bin/visualize so
+    that visualize itself builds no model)."""
     from keras_darts.cost import report
 
     run = report.run_settings(run_dir) if run_dir else None
@@ -94,10 +95,10 @@ def format_cost(genotype, run_dir=None, latency_ms=None, latency=False):
         return ["Cost:", f"  {label}: " + report.format_cost(
             report.network_cost(genotype, **settings), latency_ms)]
     settings = [run] if run is not None else report.STANDARD
-    return ["Cost:"] + ["  " + line for line in report.cost_lines(genotype, settings, latency)]
+    return ["Cost:"] + ["  " + line for line in report.cost_lines(genotype, settings, measure)]
 
 
-def format_summary(genotype, paths, run_dir, latency_ms=None, latency=False):
+def format_summary(genotype, paths, run_dir, latency_ms=None, measure=None):
     """Multi-line end-of-search summary: the genotype, its cost, where the pictures are, how to
     retrain."""
     counts = collapse_signal([genotype])
@@ -105,7 +106,7 @@ def format_summary(genotype, paths, run_dir, latency_ms=None, latency=False):
     lines += ["  " + line for line in format_genotype(genotype)]
     lines.append(f"  normal cell has {counts['skip_connect'][0]} skip_connect and "
                  f"{counts['parameter_free'][0]} parameter-free ops of {len(genotype.normal)}")
-    lines += format_cost(genotype, run_dir, latency_ms, latency)
+    lines += format_cost(genotype, run_dir, latency_ms, measure)
     if paths:
         lines.append("Figures:")
         width = max(len(k) for k in paths)
@@ -121,8 +122,9 @@ def format_summary(genotype, paths, run_dir, latency_ms=None, latency=False):
     return "\n".join(lines)
 
 
-def run_command(genotype_spec=None, run_dir=None, fmt="png", output_dir=None, latency=False):
-    """What `bin/visualize` does: draw a genotype's cells, or everything of a search run.
+def run_command(genotype_spec=None, run_dir=None, fmt="png", output_dir=None, measure=None):
+    """What `bin/visualize` does: draw a genotype's cells, or everything of a search run, and
+    print the cost (with `measure`, a latency callable, also the latency).
 
     Prints the outputs on stdout and, if `dot` is missing, the install hint on stderr.
     """
@@ -133,12 +135,12 @@ def run_command(genotype_spec=None, run_dir=None, fmt="png", output_dir=None, la
         raise UserError(f"--format={fmt}: expected one of {', '.join(FORMATS)}")
     if run_dir is not None:
         genotype, paths = _render_run(run_dir, fmt, output_dir)
-        summary = format_summary(genotype, paths, run_dir, latency=latency)
+        summary = format_summary(genotype, paths, run_dir, measure=measure)
         print("\n".join(line for line in summary.splitlines() if line.strip() != INSTALL_HINT))
     else:
         genotype = load_genotype(genotype_spec, flag="GENOTYPE")
         paths = draw_cells(genotype, output_dir or ".", fmt)
-        print("\n".join(format_genotype(genotype) + format_cost(genotype, latency=latency)))
+        print("\n".join(format_genotype(genotype) + format_cost(genotype, measure=measure)))
         for cell, path in paths.items():
             print(f"wrote {path}")
     hint = install_hint(paths)

@@ -1,22 +1,18 @@
-"""Measured latency: single-image latency of candidate ops (the table behind --cost=latency) and
-of derived networks, with Keras/TensorFlow on this machine's CPU.
+"""The latency table behind --cost=latency (pure; `keras_darts.latency` measures it).
 
 A LatencyTable is JSON: {"device", "backend", "entries": [{"op", "channels", "height", "width",
 "stride", "ms"}]}, one entry per (op, C, H, W, stride) the supernet has. Each op is timed as the
 derived network builds it (affine BN, pools without BN), batch 1, inside a `tf.function`, after
-warm-up calls; the figure is the fastest call (see `_best_ms`). `none` costs 0 and is never measured. LiteRT latency of a
-whole exported model is `benchmarks/latency.py`'s (the export helper's) business.
+warm-up calls; the figure is the fastest call. `none` costs 0 and is never measured.
 """
 
 import json
-import os
 import platform
-import time
 
 import numpy as np
 
-from keras_darts.cost.supernet_cost import edge_inputs, search_cells
 from keras_darts.cost.ops_cost import strided
+from keras_darts.cost.supernet_cost import edge_inputs, search_cells
 from keras_darts.errors import UserError
 from keras_darts.genotype import PRIMITIVES
 
@@ -93,58 +89,3 @@ def required_entries(layers, init_channels, image_size, steps=4):
     """The (op, C, H, W, stride) keys a supernet's latency table needs."""
     return sorted({key for reduction, c, size in search_cells(layers, init_channels, image_size)
                    for _, _, key in _edge_keys(reduction, c, size, steps)})
-
-
-def _best_ms(fn, x, runs, warmup):
-    """The fastest of `runs` calls, in ms: on a shared machine other processes only ever add
-    time, so the minimum is the stablest estimate of the op's own latency (the median of 20 calls
-    at load 10 on 2 cores put sep_conv_3x3 above sep_conv_5x5)."""
-    for _ in range(warmup):
-        np.asarray(fn(x))
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        np.asarray(fn(x))
-        times.append((time.perf_counter() - t0) * 1e3)
-    return float(np.min(times))
-
-
-def measure_op_latency(name, channels, height, width, stride, runs=20, warmup=3):
-    """Single-image ms (best of `runs`) of one candidate op, as a derived network builds it."""
-    import tensorflow as tf
-
-    from keras_darts.ops import make_op
-
-    op = make_op(name, channels, stride, affine=True, search=False)
-    op.build((1, height, width, channels))
-    fn = tf.function(lambda x: op(x, training=False))
-    return _best_ms(fn, tf.random.normal((1, height, width, channels)), runs, warmup)
-
-
-def measure_table(entries, runs=20, warmup=3, log=None):
-    """A LatencyTable for the given (op, C, H, W, stride) keys."""
-    ms = {}
-    for key in entries:
-        ms[key] = measure_op_latency(*key, runs=runs, warmup=warmup)
-        if log:
-            log(f"{key[0]:>14} C={key[1]:<4} {key[2]}x{key[3]} stride {key[4]}: {ms[key]:.3f} ms")
-    return LatencyTable(ms)
-
-
-def measure_model_latency(model, image_shape, runs=20, warmup=3):
-    """Single-image inference ms (best of `runs`) of a Keras model (training=False)."""
-    import tensorflow as tf
-
-    fn = tf.function(lambda x: model(x, training=False))
-    return _best_ms(fn, tf.random.normal((1, *image_shape)), runs, warmup)
-
-
-def latency_source():
-    """What the figures mean (for reports)."""
-    return f"Keras/TF {_tf_version()} on {cpu_name()}, batch 1, best of N; {os.cpu_count()} cores"
-
-
-def _tf_version():
-    import tensorflow as tf
-
-    return tf.__version__

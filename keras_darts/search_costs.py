@@ -13,6 +13,7 @@ import numpy as np
 
 from keras_darts.cost import budget as budget_lib
 from keras_darts.cost import derived, supernet_cost
+from keras_darts.cost.latency_table import LatencyTable, required_entries
 from keras_darts.errors import UserError
 from keras_darts.genotype import softmax
 
@@ -55,16 +56,16 @@ class SearchCosts:
 
     @staticmethod
     def _latency_table(config, size, log):
-        from keras_darts.cost import latency
+        from keras_darts import latency
 
         if config.latency_table:
-            return latency.LatencyTable.load(config.latency_table), False
+            return LatencyTable.load(config.latency_table), False
         # A resumed run reuses the table it measured (same penalty, reproducible resumes).
         saved = os.path.join(config.output_dir, LATENCY_TABLE_FILE) if config.output_dir else None
         if saved and os.path.isfile(saved):
             flag = f"{LATENCY_TABLE_FILE} of --output_dir"
-            return latency.LatencyTable.load(saved, flag=flag), False
-        entries = latency.required_entries(config.layers, config.init_channels, size, config.nodes)
+            return LatencyTable.load(saved, flag=flag), False
+        entries = required_entries(config.layers, config.init_channels, size, config.nodes)
         log(f"measuring the latency of {len(entries)} candidate ops on this CPU (--cost=latency "
             "without --latency_table)")
         return latency.measure_table(entries), True
@@ -78,7 +79,7 @@ class SearchCosts:
         """[CostPenalty] with --cost_penalty > 0, else []: the BilevelStep `arch_regularizers`."""
         if not self.config.cost_penalty > 0:
             return []
-        from keras_darts.cost.penalty import CostPenalty
+        from keras_darts.cost_penalty import CostPenalty
 
         normal, reduce = self.tables[self.config.cost]
         return [CostPenalty(self.config.cost_penalty, normal, reduce, self.config.cost)]
@@ -107,6 +108,6 @@ class SearchCosts:
 
     def measure_latency(self, genotype):
         """Single-image ms of the derived network (built, untrained: latency needs no weights)."""
-        from keras_darts.cost.report import measure_latency
+        from keras_darts.latency import network_latency
 
-        return measure_latency(genotype, self.derived_args)
+        return network_latency(genotype, self.derived_args)
