@@ -76,10 +76,12 @@ MAX_LINES = 300
 # Lowest first; a module may import from its own layer and the layers below, never above:
 # loops -> training machinery -> models -> ops, with data and genotype below them all.
 LAYERS = (
-    ("base", {"errors", "io_utils", "flags", "config", "genotype", "random_cells", "data"}),
+    ("base", {"errors", "io_utils", "flags", "config", "genotype", "random_cells", "data",
+              "cost"}),
     ("ops", {"ops", "recompute"}),  # recompute: a layer-call wrapper the models use
     ("models", {"network", "search_cells", "supernet"}),
-    ("training", {"architect", "unrolled", "gradients", "optimizers", "run_utils", "distribute"}),
+    ("training", {"architect", "unrolled", "gradients", "optimizers", "run_utils", "distribute",
+                  "cost_penalty", "latency", "search_costs"}),
     ("loops", {"search_loop", "retrain_loop", "export", "visualize", "search_vs_random"}),
     ("api", {"api"}),  # the Python API over the loops (bin/ calls it)
 )
