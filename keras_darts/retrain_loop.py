@@ -211,9 +211,9 @@ def _retrain(retrain, write_dir, resuming, quiet):
     start_epoch = int(retrain.epoch.numpy())
     metrics_path = os.path.join(out, METRICS_FILE)
     params = count_parameters(retrain.model)
-    record = retrain.record
-    cost = network_cost(genotype_lib.genotype_from_dict(record["genotype"]), config.layers,
-                        config.init_channels, record["image_shape"], record["num_classes"],
+    model_info = retrain.record  # (`record` is each epoch's history line below)
+    cost = network_cost(genotype_lib.genotype_from_dict(model_info["genotype"]), config.layers,
+                        config.init_channels, model_info["image_shape"], model_info["num_classes"],
                         config.variant)
     if restored and start_epoch < config.epochs:
         print(f"resuming from {restored} (epoch {start_epoch + 1}, step "
@@ -271,7 +271,7 @@ def _retrain(retrain, write_dir, resuming, quiet):
         if config.latency:
             from keras_darts.latency import measure_model_latency
 
-            latency = measure_model_latency(retrain.model, record["image_shape"])
+            latency = measure_model_latency(retrain.model, model_info["image_shape"])
             print(f"network: {format_cost(cost, latency)}")
         metrics = {**test, **cost_record(cost, latency), "parameters": params, "epochs": config.epochs,
                    # Training + evaluation time over all sessions of this run (checkpointed).

@@ -84,7 +84,8 @@ def tiny(cifar_dir, tmp_path_factory):
     config = RetrainConfig(
         genotype=genotype, dataset=data, output_dir=str(root / "run"), layers=3, init_channels=4,
         batch_size=16, epochs=EPOCHS, steps_per_epoch=2, drop_path_prob=DROP_PATH_PROB, seed=1,
-        export_dir=str(root / "exports"), model_name="tiny")  # auxiliary head on (default)
+        export_dir=str(root / "exports"), model_name="tiny",  # auxiliary head on (default)
+        latency=True)
     ramp = []
     original = NetworkCIFAR.set_drop_path_prob
 
@@ -135,6 +136,13 @@ def test_metrics_json(tiny):
     # The auxiliary head (training only) is not counted, as in the reference.
     assert metrics["parameters"] == count_parameters(model)
     assert metrics["parameters"] < count_parameters(model, exclude_auxiliary=False)
+    # the cost counter (tests/test_cost*.py) at the run's size, and --latency's measurement
+    from keras_darts.cost import network_cost
+    from keras_darts.genotype import genotype_from_dict
+
+    cost = network_cost(genotype_from_dict(GENOTYPE_1NODE), 3, 4, tuple(record["image_shape"]), 10)
+    assert (metrics["parameters"], metrics["macs"]) == (cost.params, cost.macs)
+    assert 0 < metrics["latency_ms"] < 1000
     # What run() returned is what it wrote (plus where it exported).
     returned = {k: v for k, v in tiny.metrics.items() if k != "export_path"}
     assert json.loads(json.dumps(returned)) == metrics
