@@ -121,6 +121,10 @@ def _cost_checks(c):
          "must be a finite number >= 0"),
         (c.latency_table is None or os.path.isfile(c.latency_table), "--latency_table",
          c.latency_table, "is not a file"),
+        # Each worker would measure its own table: replicas would disagree on the penalty.
+        (c.latency_table or c.strategy != "multi_worker" or c.cost != "latency"
+         or not c.cost_penalty > 0, "--latency_table", c.latency_table,
+         "is required with --cost=latency under --strategy=multi_worker"),
         (c.max_params is None or c.max_params > 0, "--max_params", c.max_params, "must be > 0"),
         (c.max_macs is None or c.max_macs > 0, "--max_macs", c.max_macs, "must be > 0"),
         (c.derived_layers >= 3, "--derived_layers", c.derived_layers,

@@ -133,3 +133,17 @@ def test_visualize_cost_lines(tmp_path):
     assert format_cost(DARTS_V2, str(run), latency_ms=1.234) == [
         "Cost:", f"  cifar, 5 cells, 8 channels, 16x16: {cost.params / 1e6:.3f}M parameters "
                  f"(auxiliary head excluded), {cost.macs / 1e6:.1f}M MACs, 1.23 ms/image"]
+
+
+@pytest.mark.parametrize("options,message", [
+    (dict(cost="latency", cost_penalty=1.0, strategy="multi_worker"),
+     "--latency_table=None: is required with --cost=latency under --strategy=multi_worker"),
+    (dict(max_params=0), "--max_params=0: must be > 0"),
+    (dict(cost_penalty=-1.0), "--cost_penalty=-1.0: must be a finite number >= 0"),
+    (dict(derived_variant="mobile"), "--derived_variant=mobile: must be one of cifar, imagenet"),
+    (dict(latency_table="/no/such.json"), "--latency_table=/no/such.json: is not a file"),
+])
+def test_cost_flags_are_validated_in_one_line(options, message):
+    with pytest.raises(UserError) as e:
+        SearchConfig(**options).validate()
+    assert str(e.value) == message
