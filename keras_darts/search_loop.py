@@ -21,12 +21,12 @@ from keras_darts import run_utils
 from keras_darts.architect import BilevelStep
 from keras_darts.config import SEARCH_RESUME_NEUTRAL, SearchConfig  # noqa: F401 (re-export)
 from keras_darts.cost.derived import cost_record
-from keras_darts.search_costs import LATENCY_TABLE_FILE, SearchCosts
 from keras_darts.errors import UserError
 from keras_darts.gradients import LossScale
 from keras_darts.io_utils import atomic_append_jsonl
 from keras_darts.ops import PRIMITIVES
 from keras_darts.optimizers import EpochCosineDecay, EpochLearningRate, TorchSGD, arch_adam
+from keras_darts.search_costs import LATENCY_TABLE_FILE, SearchCosts
 from keras_darts.supernet import SearchNetwork
 
 HISTORY_FILE = "history.jsonl"
