@@ -11,8 +11,8 @@ is written.
 import dataclasses
 import difflib
 import math
-import os
 
+from keras_darts.cost.checks import cost_checks
 from keras_darts.errors import UserError
 
 
@@ -110,34 +110,6 @@ def _shared_checks(c):
     ]
 
 
-COST_CHOICES = ("params", "macs", "latency")
-
-
-def _cost_checks(c):
-    """(ok, flag, value, what) of the cost and budget flags of a search."""
-    return [
-        (c.cost in COST_CHOICES, "--cost", c.cost, f"must be one of {', '.join(COST_CHOICES)}"),
-        (c.cost_penalty >= 0 and math.isfinite(c.cost_penalty), "--cost_penalty", c.cost_penalty,
-         "must be a finite number >= 0"),
-        (c.latency_table is None or os.path.isfile(c.latency_table), "--latency_table",
-         c.latency_table, "is not a file"),
-        # Each worker would measure its own table: replicas would disagree on the penalty.
-        (c.latency_table or c.strategy != "multi_worker" or c.cost != "latency"
-         or not c.cost_penalty > 0, "--latency_table", c.latency_table,
-         "is required with --cost=latency under --strategy=multi_worker"),
-        (c.max_params is None or c.max_params > 0, "--max_params", c.max_params, "must be > 0"),
-        (c.max_macs is None or c.max_macs > 0, "--max_macs", c.max_macs, "must be > 0"),
-        (c.derived_layers >= 3, "--derived_layers", c.derived_layers,
-         "must be >= 3 (two reduction cells)"),
-        (c.derived_channels >= 2 and c.derived_channels % 2 == 0, "--derived_channels",
-         c.derived_channels, "must be an even number >= 2"),
-        (c.derived_variant in VARIANT_NAMES, "--derived_variant", c.derived_variant,
-         f"must be one of {', '.join(VARIANT_NAMES)}"),
-        (c.derived_image_size is None or c.derived_image_size > 0, "--derived_image_size",
-         c.derived_image_size, "must be > 0"),
-    ]
-
-
 def _raise_first(checks):
     for ok, flag, value, what in checks:
         if not ok:
@@ -186,31 +158,22 @@ class SearchConfig(_Options):
     deterministic: bool = option(False, "TF op determinism (bit-identical reruns).")
     checkpoint_every: int = option(0,
         "Also checkpoint every N steps within an epoch (0: at epoch ends only).")
-    # === Costs and budgets (keras_darts/cost; BUILD_NOTES "Costs") ===
-    cost_penalty: float = option(0.0,
-        "lambda: add lambda * E[cost] / cost(all sep_conv_5x5) of the supernet's cells to the "
-        "architecture loss (FBNet/ProxylessNAS; 0: off).")
+    cost_penalty: float = option(0.0, "lambda: add lambda * E[cost] / cost(all sep_conv_5x5) of "
+        "the supernet's cells to the architecture loss (FBNet/ProxylessNAS; 0: off).")
     cost: str = option("macs", "What --cost_penalty penalises: params, macs or latency.")
-    latency_table: str = option(None,
-        "JSON table of ms per (op, channels, size, stride) for --cost=latency (written by "
-        "benchmarks/latency_ops.py); default: measured on this CPU at the start and saved as "
-        "OUTPUT_DIR/latency_table.json.")
-    max_params: int = option(None,
-        "Budget: derive the genotype with the highest summed alpha weight, among those reachable by"
-        " replacing the kept ops with weaker ones, whose derived network (--derived_*) has at most"
-        " this many parameters (auxiliary head excluded).")
+    latency_table: str = option(None, "JSON of ms per (op, channels, size, stride) for "
+        "--cost=latency (benchmarks/latency_ops.py); default: measured at the start.")
+    max_params: int = option(None, "Budget: the strongest genotype reachable by weaker ops on the "
+        "kept edges whose derived network (--derived_*) has at most this many parameters.")
     max_macs: int = option(None, "Budget: likewise, at most this many multiply-adds per image.")
-    derived_layers: int = option(20,
-        "Cells of the derived network that the budgets and cost reports refer to.")
+    derived_layers: int = option(20, "Cells of the network that budgets and cost reports mean.")
     derived_channels: int = option(36, "Initial channels of that derived network.")
     derived_variant: str = option("cifar", "cifar or imagenet: that derived network's stem.")
-    derived_image_size: int = option(None,
-        "Input height and width of that derived network (default: the search data's).")
-    latency: bool = option(False,
-        "Also measure the derived network's single-image latency (Keras on this CPU) at the end.")
+    derived_image_size: int = option(None, "Its input size (default: the search data's).")
+    latency: bool = option(False, "Also measure the derived network's latency at the end.")
 
     def validate(self):
-        _raise_first(_shared_checks(self) + _cost_checks(self) + [
+        _raise_first(_shared_checks(self) + cost_checks(self, VARIANT_NAMES) + [
             (self.nodes >= 1, "--nodes", self.nodes, "must be >= 1"),
             (0.0 < self.train_portion < 1.0, "--train_portion", self.train_portion,
              "must be in (0, 1)"),
@@ -283,9 +246,7 @@ class RetrainConfig(_Options):
         "(LiteRT full-integer) or keras; several comma-separated.")
     calibration_images: int = option(500,
         "Training images that calibrate the tflite_int8 ranges.")
-    latency: bool = option(False,
-        "Also measure the trained network's single-image latency (Keras on this CPU) into "
-        "metrics.json.")
+    latency: bool = option(False, "Also measure the network's latency into metrics.json.")
 
     def validate(self):
         _raise_first([

@@ -78,3 +78,17 @@ def network_latency(genotype, settings):
                                    in_channels=s["image_shape"][2])
     model.build((None, *s["image_shape"]))
     return measure_model_latency(model, s["image_shape"])
+
+
+def retrain_cost_fields(retrain):
+    """metrics.json's cost fields of a finished retrain (`retrain_loop.RetrainRun`): parameters
+    and MACs from the counter at the run's input size and, with --latency, the measured ms."""
+    from keras_darts.cost.derived import cost_record, format_cost, network_cost
+    from keras_darts.genotype import genotype_from_dict
+
+    info, config = retrain.record, retrain.config
+    cost = network_cost(genotype_from_dict(info["genotype"]), config.layers, config.init_channels,
+                        info["image_shape"], info["num_classes"], config.variant)
+    ms = measure_model_latency(retrain.model, info["image_shape"]) if config.latency else None
+    print(f"network: {format_cost(cost, ms)}")
+    return cost_record(cost, ms)

@@ -18,9 +18,9 @@ from keras_darts import genotype as genotype_lib
 from keras_darts import run_utils
 from keras_darts.gradients import LossScale, all_reduce_sum, apply_gradients
 from keras_darts.config import RETRAIN_RESUME_NEUTRAL, RetrainConfig, parse_formats  # noqa: F401
-from keras_darts.cost.derived import cost_record, format_cost, network_cost
 from keras_darts.errors import UserError
 from keras_darts.io_utils import atomic_write_json
+from keras_darts.latency import retrain_cost_fields
 from keras_darts.network import build_network_from_config, count_parameters
 from keras_darts.optimizers import EpochCosineDecay, EpochLearningRate, TorchSGD
 
@@ -211,10 +211,6 @@ def _retrain(retrain, write_dir, resuming, quiet):
     start_epoch = int(retrain.epoch.numpy())
     metrics_path = os.path.join(out, METRICS_FILE)
     params = count_parameters(retrain.model)
-    model_info = retrain.record  # (`record` is each epoch's history line below)
-    cost = network_cost(genotype_lib.genotype_from_dict(model_info["genotype"]), config.layers,
-                        config.init_channels, model_info["image_shape"], model_info["num_classes"],
-                        config.variant)
     if restored and start_epoch < config.epochs:
         print(f"resuming from {restored} (epoch {start_epoch + 1}, step "
               f"{int(retrain.step_in_epoch.numpy()) + 1})")
@@ -224,7 +220,7 @@ def _retrain(retrain, write_dir, resuming, quiet):
     verbose = 1 if chief and not quiet else 0
     print(f"retrain: {len(retrain.data.x_train)} train / {len(retrain.data.x_test)} test images, "
           f"{retrain.steps} steps/epoch, {retrain.replicas} replica(s), {params:,} parameters "
-          f"(auxiliary head excluded), {cost.macs / 1e6:.1f}M MACs per image")
+          f"(auxiliary head excluded)")
     test = None
     for epoch in range(start_epoch, config.epochs):
         start_step = int(retrain.step_in_epoch.numpy())
@@ -267,13 +263,7 @@ def _retrain(retrain, write_dir, resuming, quiet):
         print(f"retrain already finished ({config.epochs} epochs): {metrics_path}")
         metrics = _read_metrics(metrics_path) or retrain.evaluate()
     else:
-        latency = None
-        if config.latency:
-            from keras_darts.latency import measure_model_latency
-
-            latency = measure_model_latency(retrain.model, model_info["image_shape"])
-            print(f"network: {format_cost(cost, latency)}")
-        metrics = {**test, **cost_record(cost, latency), "parameters": params, "epochs": config.epochs,
+        metrics = {**test, **retrain_cost_fields(retrain), "parameters": params, "epochs": config.epochs,
                    # Training + evaluation time over all sessions of this run (checkpointed).
                    "wall_time_s": round(float(retrain.elapsed.numpy()), 1),
                    "genotype": retrain.record["genotype"]}
