@@ -58,7 +58,7 @@ def main(argv):
         "ms_per_batch_max": round(float(ms.max()), 2),
         "first_batch_s": round(first_s, 2),
         "batches": _BATCHES.value, "batch_size": _BATCH.value, "augment": _AUGMENT.value,
-        "dataset": _DATASET.value, "train_images": int(len(search.x_train)),
+        "dataset": _DATASET.value, "train_images": int(len(search.train_idx)),
         "peak_rss_mb": round(peak_rss_mb(), 1),
         "machine": machine(),
     }))

@@ -112,3 +112,30 @@ class EpochLearningRate:
 
     def __call__(self):
         return self.schedule(self.epoch * self.schedule.steps_per_epoch)
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class EpochStepDecay(keras.optimizers.schedules.LearningRateSchedule):
+    """PyTorch's StepLR(step_size=period, gamma) stepped once per epoch, as the reference's
+    train_imagenet.py uses it (period 1, gamma 0.97).
+
+    lr(epoch) = lr_0 * gamma ** (epoch // period), epoch = step // steps_per_epoch.
+    """
+
+    def __init__(self, initial_learning_rate, steps_per_epoch, gamma=0.97, period=1):
+        self.initial_learning_rate = initial_learning_rate
+        self.steps_per_epoch = steps_per_epoch
+        self.gamma = gamma
+        self.period = period
+
+    def __call__(self, step):
+        epoch = K.floor(K.cast(step, "float32") / float(self.steps_per_epoch))
+        return self.initial_learning_rate * K.power(self.gamma, K.floor(epoch / float(self.period)))
+
+    def at_epoch(self, epoch):
+        return self.initial_learning_rate * self.gamma ** (epoch // self.period)
+
+    def get_config(self):
+        return {"initial_learning_rate": self.initial_learning_rate,
+                "steps_per_epoch": self.steps_per_epoch, "gamma": self.gamma,
+                "period": self.period}

@@ -5,6 +5,7 @@ head, evaluation on the test split (top-1, top-5), TensorBoard scalars, a checkp
 `metrics.json` and, with `--export_dir`, a SavedModel version for TF Serving.
 """
 
+import dataclasses
 import os
 import time
 
@@ -22,7 +23,7 @@ from keras_darts.errors import UserError
 from keras_darts.io_utils import atomic_write_json
 from keras_darts.latency import retrain_cost_fields
 from keras_darts.network import build_network_from_config, count_parameters
-from keras_darts.optimizers import EpochCosineDecay, EpochLearningRate, TorchSGD
+from keras_darts.optimizers import EpochCosineDecay, EpochLearningRate, EpochStepDecay, TorchSGD
 
 METRICS_FILE = "metrics.json"
 _FORMAT_NAMES = {"saved_model": "SavedModel", "tflite": "LiteRT float32", "tflite_int8": "LiteRT int8",
@@ -31,15 +32,13 @@ _FORMAT_NAMES = {"saved_model": "SavedModel", "tflite": "LiteRT float32", "tflit
 
 def model_record(config, genotype, data):
     """config.json of a retrain run: the flags plus what export needs to rebuild the model."""
+    info = data_lib.dataset_record(data)
     return {
         **config.to_dict(),
         "genotype_spec": config.genotype,
         "genotype": genotype.to_dict(),
-        "num_classes": data.num_classes,
-        "image_shape": list(data.image_shape),
-        "mean": list(data.mean),
-        "std": list(data.std),
-        "class_names": list(data.class_names) if data.class_names else None,
+        **{k: info[k] for k in ("num_classes", "image_shape", "mean", "std", "class_names")},
+        "dataset_info": info,
     }
 
 
@@ -49,12 +48,18 @@ class RetrainRun:
     def __init__(self, config, data, genotype):
         self.config = config
         self.data = data
+        self.spec = data_lib.spec_for(data, config.augment,
+                                      config.cutout_length if config.cutout else 0,
+                                      config.eval_resize)
+        self.eval_spec = dataclasses.replace(self.spec, augment="none", cutout_length=0,
+                                             where=f"--test_dataset={config.test_dataset}"
+                                             if config.test_dataset else self.spec.where)
         self.strategy = distribute.get_strategy(config.strategy, config.cpu_devices)
         self.replicas = self.strategy.num_replicas_in_sync
         if config.batch_size % self.replicas:
             raise UserError(f"--batch_size={config.batch_size}: must be divisible by the "
                             f"{self.replicas} replicas")
-        self.steps = data_lib.steps_per_epoch(len(data.x_train), config.batch_size,
+        self.steps = data_lib.steps_per_epoch(len(data.train), config.batch_size,
                                               config.steps_per_epoch)
         self.record = model_record(config, genotype, data)
         self.use_aux = config.auxiliary and config.auxiliary_weight > 0
@@ -64,8 +69,12 @@ class RetrainRun:
             except ValueError as e:
                 raise UserError(f"--genotype={config.genotype}: cannot build the network ({e})") from None
             self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
-            self.schedule = EpochCosineDecay(config.learning_rate, config.epochs, self.steps,
-                                             config.learning_rate_min)
+            if config.lr_schedule == "step":
+                self.schedule = EpochStepDecay(config.learning_rate, self.steps, config.lr_gamma,
+                                               config.lr_decay_period)
+            else:
+                self.schedule = EpochCosineDecay(config.learning_rate, config.epochs, self.steps,
+                                                 config.learning_rate_min)
             # Driven by the epoch counter: a float16 step skipped for overflow keeps the schedule.
             self.optimizer = TorchSGD(EpochLearningRate(self.schedule, self.epoch),
                                       config.momentum, config.weight_decay)
@@ -88,7 +97,14 @@ class RetrainRun:
         self._eval_fn = tf.function(self._distributed_eval)
 
     def _loss(self, labels, logits):
-        per_example = keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True)
+        smoothing = self.config.label_smoothing
+        if smoothing:  # The reference's CrossEntropyLabelSmooth: (1-e)·onehot + e/K.
+            targets = tf.one_hot(tf.cast(labels, tf.int32), self.data.num_classes)
+            per_example = keras.losses.categorical_crossentropy(
+                targets, logits, from_logits=True, label_smoothing=smoothing)
+        else:
+            per_example = keras.losses.sparse_categorical_crossentropy(labels, logits,
+                                                                       from_logits=True)
         return tf.nn.compute_average_loss(per_example, global_batch_size=self.config.batch_size)
 
     def _grads_fn(self, x, y):
@@ -144,20 +160,17 @@ class RetrainRun:
 
     def epoch_dataset(self, epoch, start_step):
         c = self.config
-        ds = data_lib.make_train_dataset(
-            self.data.x_train, self.data.y_train, c.batch_size, c.seed, epoch, self.data.mean,
-            self.data.std, augment=c.augment, cutout_length=c.cutout_length if c.cutout else 0,
-            start_step=start_step, name=self.data.name)
-        return self.distribute(ds.take(self.steps - start_step))
+        ds, check = data_lib.train_batches(self.data.train, self.spec, c.batch_size, c.seed, epoch,
+                                           start_step=start_step, steps=self.steps)
+        return data_lib.guard(self.distribute(ds), self.spec, check)
 
     def evaluate(self):
         """Test loss, top-1 and top-5 accuracy (inference mode: no drop path, no aux head)."""
-        ds = data_lib.make_eval_dataset(self.data.x_test, self.data.y_test, self.config.batch_size,
-                                        self.data.mean, self.data.std)
+        ds, check = data_lib.eval_batches(self.data.test, self.eval_spec, self.config.batch_size)
         if self.config.eval_steps:
             ds = ds.take(self.config.eval_steps)
         totals = np.zeros(4)
-        for batch in self.distribute(ds):
+        for batch in data_lib.guard(self.distribute(ds), self.eval_spec, check):
             out = self._eval_fn(batch)
             totals += [float(out[k]) for k in ("loss_sum", "correct", "correct5", "count")]
         n = max(totals[3], 1)
@@ -190,7 +203,10 @@ def run_retrain(config, quiet=False, data=None, genotype=None):
                            parse_formats(config.format))
     if data is None:
         data = data_lib.load_image_data(config.dataset, config.data_dir, config.test_dataset,
-                                        need_test=True)
+                                        need_test=True,
+                                        options=data_lib.DataOptions.from_config(config))
+    if resuming:
+        data_lib.check_same_normalisation(config.output_dir, data, f"--dataset={config.dataset}")
     distribute.set_mixed_precision(config.mixed_precision)
     run_utils.set_determinism(config.seed, config.deterministic)
     retrain = RetrainRun(config, data, genotype)
@@ -218,7 +234,7 @@ def _retrain(retrain, write_dir, resuming, quiet):
     summaries = run_utils.SummaryWriter(os.path.join(out, "tensorboard"),
                                         chief and start_epoch < config.epochs)
     verbose = 1 if chief and not quiet else 0
-    print(f"retrain: {len(retrain.data.x_train)} train / {len(retrain.data.x_test)} test images, "
+    print(f"retrain: {len(retrain.data.train)} train / {len(retrain.data.test)} test images, "
           f"{retrain.steps} steps/epoch, {retrain.replicas} replica(s), {params:,} parameters "
           f"(auxiliary head excluded)")
     test = None

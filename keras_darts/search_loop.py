@@ -46,13 +46,11 @@ class SearchRun:
         if config.batch_size % self.replicas:
             raise UserError(f"--batch_size={config.batch_size}: must be divisible by the "
                             f"{self.replicas} replicas")
-        n = len(data.x_train)
-        self.train_idx, self.val_idx = data_lib.split_train_val(n, config.train_portion)
-        self.steps = min(
-            data_lib.steps_per_epoch(len(self.train_idx), config.batch_size, config.steps_per_epoch),
-            data_lib.steps_per_epoch(len(self.val_idx), config.batch_size, config.steps_per_epoch))
-        self.x_train, self.y_train = data.x_train[self.train_idx], data.y_train[self.train_idx]
-        self.x_val, self.y_val = data.x_train[self.val_idx], data.y_train[self.val_idx]
+        self.streams = data_lib.SearchStreams(
+            data, config.batch_size, config.train_portion, config.seed, config.augment,
+            config.steps_per_epoch, config.eval_resize)
+        self.train_idx, self.val_idx = self.streams.train_idx, self.streams.val_idx
+        self.steps = self.streams.steps
         self.mean, self.std = data.mean, data.std
 
         with self.strategy.scope():
@@ -101,23 +99,15 @@ class SearchRun:
         return run_utils.distribute_dataset(self.strategy, dataset)
 
     def epoch_dataset(self, epoch, start_step):
-        c = self.config
-        kw = dict(batch_size=c.batch_size, epoch=epoch, mean=self.mean, std=self.std,
-                  augment=c.augment, start_step=start_step, name=self.data.name)
-        # Different seeds: equal-sized halves must not share an order or augmentation.
-        train = data_lib.make_train_dataset(self.x_train, self.y_train, seed=c.seed, **kw)
-        val = data_lib.make_train_dataset(self.x_val, self.y_val, seed=c.seed + 1_000_003, **kw)
-        ds = tf.data.Dataset.zip((train, val)).take(self.steps - start_step)
-        return self.distribute(ds.prefetch(tf.data.AUTOTUNE))
+        """The epoch's (train, val) batch pairs from `start_step` on, as distributed batches."""
+        ds, checks = self.streams.epoch(epoch, start_step)
+        return data_lib.guard(self.distribute(ds), self.streams.spec, *checks)
 
     def evaluate(self):
         """Search-val loss/accuracy in inference mode (capped like the epoch when capped)."""
-        ds = data_lib.make_eval_dataset(self.x_val, self.y_val, self.config.batch_size,
-                                        self.mean, self.std)
-        if self.config.steps_per_epoch:
-            ds = ds.take(self.config.steps_per_epoch)
+        ds, check = self.streams.evaluation(self.config.steps_per_epoch)
         totals = np.zeros(3)
-        for batch in self.distribute(ds):
+        for batch in data_lib.guard(self.distribute(ds), self.streams.eval_spec, check):
             out = self._eval_fn(batch)
             totals += [float(out["loss_sum"]), float(out["correct"]), float(out["count"])]
         return totals[0] / max(totals[2], 1), totals[1] / max(totals[2], 1)
@@ -132,17 +122,13 @@ class SearchRun:
                 genotype_lib.softmax(self.model.alphas_reduce.numpy()))
 
 
-def run_record(config, data):
+def run_record(config, data, search=None):
     """config.json: the config plus what retrain and export need to know about the data."""
-    return {
-        "config": config.to_dict(),
-        "dataset_info": {
-            "name": data.name, "image_shape": list(data.image_shape),
-            "num_classes": data.num_classes,
-            "class_names": list(data.class_names) if data.class_names else None,
-            "mean": list(data.mean), "std": list(data.std),
-        },
-    }
+    info = data_lib.dataset_record(data)
+    if search is not None:
+        info["split"] = data_lib.split_record(search.train_idx, search.val_idx, data.y_train,
+                                              config.seed)
+    return {"config": config.to_dict(), "dataset_info": info}
 
 
 def run(config, quiet=False, data=None):
@@ -159,7 +145,8 @@ def run_search(config, quiet=False, data=None):
     config.validate()
     resuming = run_utils.check_output_dir(config.output_dir, config.to_dict(), SEARCH_RESUME_NEUTRAL)
     if data is None:
-        data = data_lib.load_image_data(config.dataset, config.data_dir)
+        data = data_lib.load_image_data(config.dataset, config.data_dir,
+                                        options=data_lib.DataOptions.from_config(config))
     distribute.set_mixed_precision(config.mixed_precision)
     run_utils.set_determinism(config.seed, config.deterministic)
     search = SearchRun(config, data)
@@ -174,8 +161,12 @@ def _search(search, write_dir, resuming, quiet):
     config = search.config
     out = write_dir.path
     chief = write_dir.chief
+    record = run_record(config, search.data, search)
+    if resuming:
+        data_lib.check_same_split(config.output_dir, record["dataset_info"]["split"],
+                                  f"--dataset={config.dataset}")
     if chief and not resuming:
-        run_utils.write_config(out, run_record(config, search.data))
+        run_utils.write_config(out, record)
     if chief and search.costs.latency_measured:
         search.costs.latency.save(os.path.join(out, LATENCY_TABLE_FILE))
     manager, restore_manager = run_utils.checkpoint_managers(search.checkpoint, config.output_dir, out)

@@ -1,6 +1,7 @@
-"""Tests for keras_darts.data: loading, validation errors, and the deterministic pipelines.
+"""Tests for keras_darts.data loading: npz, folders (streamed), tfds (streamed), validation errors.
 
-Expected values are computed here in numpy, independently of the pipeline code.
+Expected values are computed here in numpy/PIL, independently of the loading code. Streamed
+sources are compared through `pixels` (the eval pipeline without normalisation).
 """
 
 import os
@@ -50,6 +51,12 @@ def _flatten(images):
     x = np.stack([img for c in classes for img in images[c]])
     y = np.array([k for k, c in enumerate(classes) for _ in images[c]])
     return x, y
+
+
+def pixels(data, split="train"):
+    """uint8 images of a split as the eval pipeline delivers them (streamed or in memory)."""
+    ds, _ = D.eval_batches(getattr(data, split), D.spec_for(data), 64, normalise=False)
+    return np.concatenate([b[0].numpy() for b in ds])
 
 
 def _savez(path, **arrays):
@@ -125,36 +132,65 @@ def test_folders_train_test_layout(tmp_path):
     test = _write_images(tmp_path / "test", {"dog": 1, "cat": 1, "ant": 2}, seed=1, ext="bmp")
     d = D.load_image_data(str(tmp_path), need_test=True)
     assert d.class_names == ("ant", "cat", "dog")
+    assert isinstance(d.train, D.FileExamples) and d.x_train is None  # Streamed: a file list.
     x, y = _flatten(train)
-    np.testing.assert_array_equal(d.x_train, x)
+    np.testing.assert_array_equal(pixels(d), x)
     np.testing.assert_array_equal(d.y_train, y)
     xt, yt = _flatten(test)
-    np.testing.assert_array_equal(d.x_test, xt)
+    np.testing.assert_array_equal(pixels(d, "test"), xt)
     np.testing.assert_array_equal(d.y_test, yt)
     assert d.image_shape == (5, 6, 3)
+    # Statistics of the (small: all sampled) training images, as numpy computes them.
+    scaled = x.astype(np.float64) / 255.0
+    np.testing.assert_allclose(d.mean, scaled.mean(axis=(0, 1, 2)), rtol=1e-12)
+    np.testing.assert_allclose(d.std, scaled.std(axis=(0, 1, 2)), rtol=1e-10)
+    # --cache reads the same pixels into memory.
+    cached = D.load_image_data(str(tmp_path), need_test=True, options=D.DataOptions(cache=True))
+    assert cached.in_memory
+    np.testing.assert_array_equal(cached.x_train, x)
+    np.testing.assert_array_equal(cached.x_test, xt)
+    assert cached.mean == d.mean and cached.std == d.std
 
 
-def test_folders_single_set_grayscale_and_mixed_modes(tmp_path):
+def _luma(rgb):
+    """ITU-R 601 luma rounded, computed independently of the loader."""
+    return np.round(rgb[..., :3].astype(np.float64) @ [0.299, 0.587, 0.114]).astype(np.uint8)
+
+
+def test_folders_single_set_grayscale_and_channel_conversion(tmp_path):
     gray = _write_images(tmp_path / "g", {"0": 2, "1": 3}, mode="L")
     d = D.load_image_data(str(tmp_path / "g"))
-    assert d.x_test is None and d.image_shape == (5, 6, 1)
+    assert d.test is None and d.image_shape == (5, 6, 1)
     x, y = _flatten(gray)
-    np.testing.assert_array_equal(d.x_train, x)
+    np.testing.assert_array_equal(pixels(d), x)
     np.testing.assert_array_equal(d.y_train, y)
     with pytest.raises(UserError, match="no test split"):
         D.load_image_data(str(tmp_path / "g"), need_test=True)
-    # One RGB image makes the whole set RGB; gray images become three equal channels.
-    _write_images(tmp_path / "g", {"2": 1}, mode="RGB")
+    # The first image decides the channels (gray here); an RGB file becomes its luma.
+    rgb = _write_images(tmp_path / "g", {"2": 1}, mode="RGB")["2"][0]
     d = D.load_image_data(str(tmp_path / "g"))
+    assert d.image_shape == (5, 6, 1)
+    got = pixels(d)
+    np.testing.assert_array_equal(got[:5], x)
+    assert np.abs(got[5, ..., 0].astype(int) - _luma(rgb).astype(int)).max() <= 1
+    # --channels=3: gray images become three equal planes, RGB stays as stored.
+    d = D.load_image_data(str(tmp_path / "g"), options=D.DataOptions(channels=3))
     assert d.image_shape == (5, 6, 3)
-    np.testing.assert_array_equal(d.x_train[:5], np.repeat(x, 3, axis=-1))
+    got = pixels(d)
+    np.testing.assert_array_equal(got[:5], np.repeat(x, 3, axis=-1))
+    np.testing.assert_array_equal(got[5], rgb)
+    # In memory, --channels converts the arrays the same way.
+    _savez(tmp_path / "rgb.npz", x=rgb[None].repeat(2, 0), y=np.array([0, 1]))
+    m = D.load_image_data(str(tmp_path / "rgb.npz"), options=D.DataOptions(channels=1))
+    assert m.image_shape == (5, 6, 1)
+    assert np.abs(m.x_train[0, ..., 0].astype(int) - _luma(rgb).astype(int)).max() <= 1
 
 
 def test_test_dataset_folder(tmp_path):
     _write_images(tmp_path / "tr", {"a": 2, "b": 2})
     test = _write_images(tmp_path / "te", {"a": 1, "b": 1}, seed=3)
     d = D.load_image_data(str(tmp_path / "tr"), test_dataset=str(tmp_path / "te"))
-    np.testing.assert_array_equal(d.x_test, _flatten(test)[0])
+    np.testing.assert_array_equal(pixels(d, "test"), _flatten(test)[0])
 
 
 def test_synthetic_image_data():
@@ -177,8 +213,10 @@ def test_tfds_mock(name, shape, tmp_path):
     with tfds.testing.mock_data(num_examples=12):
         d = D.load_image_data(name, data_dir=str(tmp_path), need_test=True)
         expected_names = tuple(tfds.builder(name).info.features["label"].names)
-    assert d.x_train.shape == (12, *shape) and d.x_train.dtype == np.uint8
-    assert d.x_test.shape == (12, *shape) and d.y_train.dtype == np.int64
+        assert isinstance(d.train, D.RecordExamples)  # Streamed with tfds' as_dataset.
+        x, xt = pixels(d), pixels(d, "test")
+    assert x.shape == (12, *shape) and x.dtype == np.uint8 and d.image_shape == shape
+    assert xt.shape == (12, *shape) and d.y_train.dtype == np.int64
     assert d.y_train.min() >= 0 and d.y_train.max() < 10
     assert d.class_names == expected_names and d.num_classes == 10
 
@@ -258,7 +296,8 @@ def test_bad_folders(tmp_path):
         D.load_image_data(str(tmp_path / "empty"))
     (tmp_path / "noimg" / "a").mkdir(parents=True)
     (tmp_path / "noimg" / "a" / "readme.txt").write_text("x")
-    with pytest.raises(UserError, match="^--dataset=.*noimg: no images"):
+    with pytest.raises(UserError, match="^--dataset=.*noimg: class folder .*noimg/a holds no "
+                                        "images"):
         D.load_image_data(str(tmp_path / "noimg"))
     _write_images(tmp_path / "broken", {"a": 2, "b": 1})
     (tmp_path / "broken" / "b" / "bad.png").write_bytes(b"\x89PNG not really")
@@ -266,8 +305,9 @@ def test_bad_folders(tmp_path):
         D.load_image_data(str(tmp_path / "broken"))
     _write_images(tmp_path / "mixed", {"a": 2})
     _write_images(tmp_path / "mixed", {"b": 1}, size=(7, 7))
-    with pytest.raises(UserError, match=r"mixed image sizes: .*mixed/b/000\.png is 7x7 but "
-                                        r".*mixed/a/000\.png is 6x5"):
+    with pytest.raises(UserError, match=r"^--dataset=.*mixed: mixed image sizes: .*mixed/b/000\.png "
+                                        r"is 7x7 \(width x height\) but the first image is 6x5; "
+                                        r"pass --image_size"):
         D.load_image_data(str(tmp_path / "mixed"))
     _write_images(tmp_path / "single", {"only": 3})
     with pytest.raises(UserError, match="^--dataset=.*single: a dataset with a single class"):
@@ -290,191 +330,15 @@ def test_bad_test_split(tmp_path):
         D.load_image_data(train, test_dataset=bad)
     _write_images(tmp_path / "f" / "train", {"a": 1, "b": 1})
     _write_images(tmp_path / "f" / "test", {"a": 1, "c": 1})
-    with pytest.raises(UserError, match=r"test class names \['a', 'c'\] differ"):
+    with pytest.raises(UserError, match=r"^--dataset=.*f: .*f/test: class 'c' is not a training "
+                                        r"class \(training classes: a, b\)"):
         D.load_image_data(str(tmp_path / "f"))
-
-
-# === Splits and steps ===
-
-
-def test_split_train_val():
-    train, val = D.split_train_val(10, 0.5)
-    np.testing.assert_array_equal(train, np.arange(5))
-    np.testing.assert_array_equal(val, np.arange(5, 10))
-    train, val = D.split_train_val(50000, 0.7)
-    assert len(train) == 35000 and len(val) == 15000 and train[-1] + 1 == val[0]
-    train, val = D.split_train_val(10, 0.75)  # floor(7.5) = 7.
-    assert len(train) == 7 and len(val) == 3
-    for portion in (0.0, 1.0, 1.5, -0.2):
-        with pytest.raises(UserError, match=f"^--train_portion={portion}: "):
-            D.split_train_val(10, portion)
-    with pytest.raises(UserError, match="^--train_portion=0.5: .*at least one"):
-        D.split_train_val(1, 0.5)
-
-
-def test_steps_per_epoch():
-    assert D.steps_per_epoch(100, 32) == 3
-    assert D.steps_per_epoch(100, 32, cap=2) == 2
-    assert D.steps_per_epoch(100, 32, cap=10) == 3
-    with pytest.raises(UserError, match="^--batch_size=64: larger than the 10 examples"):
-        D.steps_per_epoch(10, 64)
-    with pytest.raises(UserError, match="^--batch_size=0: "):
-        D.steps_per_epoch(10, 0)
-
-
-def test_resolve_augment():
-    assert D.resolve_augment("auto", (32, 32, 3), "cifar10") == "crop_flip"
-    assert D.resolve_augment("auto", (32, 32, 3), None) == "crop_flip"
-    assert D.resolve_augment("auto", (28, 28, 1), "foo") == "crop"
-    assert D.resolve_augment("auto", (32, 32, 3), "svhn_cropped") == "crop"
-    assert D.resolve_augment("auto", (32, 32, 3), "svhn_cropped:3.1.0") == "crop"
-    assert D.resolve_augment("auto", (28, 28, 1), "mnist") == "crop"
-    assert D.resolve_augment("crop_flip", (28, 28, 1), "mnist") == "crop_flip"
-    assert D.resolve_augment("none", (32, 32, 3), "cifar10") == "none"
-    with pytest.raises(UserError, match="^--augment=flip: expected one of"):
-        D.resolve_augment("flip", (32, 32, 3))
-
-
-# === Pipelines ===
-
-
-@pytest.fixture(scope="module")
-def small():
-    rng = np.random.default_rng(7)
-    x = rng.integers(0, 256, (40, 8, 8, 3), dtype=np.uint8)
-    y = rng.integers(0, 10, 40)
-    return x, y
-
-
-def test_train_no_augment_is_normalised_permutation(small):
-    x, y = small
-    ds = D.make_train_dataset(x, y, 8, seed=3, epoch=2, mean=MEAN, std=STD, augment="none")
-    batches = _batches(ds)
-    assert len(batches) == 5
-    perm = np.random.default_rng([3, 2]).permutation(40)
-    xb, yb = batches[0]
-    assert xb.dtype == np.float32 and xb.shape == (8, 8, 8, 3)
-    assert yb.dtype == np.int32
-    np.testing.assert_allclose(xb, _normalise(x[perm[:8]]), atol=1e-5)
-    np.testing.assert_array_equal(yb, y[perm[:8]])
-    xs, ys = _epoch(ds)
-    np.testing.assert_allclose(xs, _normalise(x[perm]), atol=1e-5)
-    np.testing.assert_array_equal(ys, y[perm])
-
-
-def test_drop_remainder(small):
-    x, y = small
-    batches = _batches(D.make_train_dataset(x, y, 16, 0, 0, MEAN, STD, augment="none"))
-    assert [len(b[1]) for b in batches] == [16, 16]
-    with pytest.raises(UserError, match="^--seed=-1: must be non-negative"):
-        D.make_train_dataset(x, y, 16, -1, 0, MEAN, STD)
-    with pytest.raises(UserError, match="^--cutout_length=-2: "):
-        D.make_train_dataset(x, y, 16, 0, 0, MEAN, STD, cutout_length=-2)
-
-
-def _match_window(out, original, flips):
-    """The (dy, dx, flip) whose window of the zero-padded normalised original equals `out`."""
-    padded = _normalise(np.pad(original, [(D.PAD, D.PAD), (D.PAD, D.PAD), (0, 0)]))
-    h, w = original.shape[:2]
-    hits = []
-    for dy in range(2 * D.PAD + 1):
-        for dx in range(2 * D.PAD + 1):
-            window = padded[dy : dy + h, dx : dx + w]
-            for flip in flips:
-                candidate = window[:, ::-1] if flip else window
-                if np.allclose(out, candidate, atol=1e-5):
-                    hits.append((dy, dx, flip))
-    return hits
-
-
-@pytest.mark.parametrize("augment,flips", [("crop", (False,)), ("crop_flip", (False, True))])
-def test_crop_and_flip_are_windows_of_padded_image(small, augment, flips):
-    x, y = small
-    ds = D.make_train_dataset(x, y, 40, seed=1, epoch=0, mean=MEAN, std=STD, augment=augment)
-    xs, ys = _epoch(ds)
-    perm = np.random.default_rng([1, 0]).permutation(40)
-    np.testing.assert_array_equal(ys, y[perm])
-    found = [_match_window(xs[i], x[perm[i]], flips) for i in range(40)]
-    assert all(found), "an augmented image is no window of its padded original"
-    offsets = {hit[0][:2] for hit in found}
-    assert len(offsets) > 10  # 81 offsets, 40 images: offsets vary.
-    if augment == "crop_flip":
-        flipped = [hit[0][2] for hit in found]
-        assert any(flipped) and not all(flipped)
-
-
-def test_same_seed_epoch_same_batches_other_epoch_other_order(small):
-    x, y = small
-
-    def run(epoch, seed=4):
-        return _epoch(D.make_train_dataset(x, y, 8, seed, epoch, MEAN, STD, cutout_length=4))
-
-    a, b, c, d = run(0), run(0), run(1), run(0, seed=5)
-    np.testing.assert_array_equal(a[0], b[0])
-    np.testing.assert_array_equal(a[1], b[1])
-    assert not np.array_equal(a[1], c[1]) and not np.array_equal(a[0], c[0])
-    assert not np.array_equal(a[0], d[0])
-
-
-def test_resume_and_batch_size_do_not_change_examples(small):
-    x, y = small
-    full = _batches(D.make_train_dataset(x, y, 8, 9, 1, MEAN, STD, cutout_length=4))
-    resumed = _batches(D.make_train_dataset(x, y, 8, 9, 1, MEAN, STD, cutout_length=4,
-                                            start_step=3))
-    assert len(resumed) == 2
-    for (xa, ya), (xb, yb) in zip(full[3:], resumed):
-        np.testing.assert_array_equal(xa, xb)
-        np.testing.assert_array_equal(ya, yb)
-    # Same examples in the same order with another batch size: augmentation is per example.
-    halves = _epoch(D.make_train_dataset(x, y, 4, 9, 1, MEAN, STD, cutout_length=4))
-    np.testing.assert_array_equal(halves[0], np.concatenate([b[0] for b in full]))
-    assert _batches(D.make_train_dataset(x, y, 8, 9, 1, MEAN, STD, start_step=5)) == []
-
-
-def test_cutout_zeroes_a_clipped_square(small):
-    x, y = small
-    length = 5  # Odd: the reference's square is 2 * (5 // 2) = 4 wide, clipped at the borders.
-    xs, ys = _epoch(D.make_train_dataset(x, y, 40, 2, 0, MEAN, STD, augment="none",
-                                         cutout_length=length))
-    perm = np.random.default_rng([2, 0]).permutation(40)
-    h, w = x.shape[1:3]
-    half = length // 2
-    clipped = 0
-    for i in range(40):
-        expected = _normalise(x[perm[i]])
-        zero = np.all(xs[i] == 0.0, axis=-1)
-        np.testing.assert_allclose(xs[i][~zero], expected[~zero], atol=1e-5)
-        rows, cols = np.nonzero(zero.any(axis=1))[0], np.nonzero(zero.any(axis=0))[0]
-        y1, y2, x1, x2 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
-        assert zero[y1:y2, x1:x2].all() and zero.sum() == (y2 - y1) * (x2 - x1)
-        # Some centre in the image gives exactly this clipped square.
-        assert any(max(c - half, 0) == y1 and min(c + half, h) == y2 for c in range(h))
-        assert any(max(c - half, 0) == x1 and min(c + half, w) == x2 for c in range(w))
-        clipped += (y2 - y1) * (x2 - x1) < (2 * half) ** 2
-    assert 0 < clipped < 40
-
-
-def test_auto_augment_follows_name(small):
-    x, y = small
-    ds = D.make_train_dataset(x, y, 40, 1, 0, MEAN, STD, name="svhn_cropped")
-    xs, _ = _epoch(ds)
-    perm = np.random.default_rng([1, 0]).permutation(40)
-    # Crop only: every image matches an unflipped window.
-    assert all(_match_window(xs[i], x[perm[i]], (False,)) for i in range(0, 40, 4))
-
-
-def test_grayscale_pipeline():
-    d = D.synthetic_image_data(16, 0, (6, 6, 1), 2, seed=0)
-    xs, _ = _epoch(D.make_train_dataset(d.x_train, d.y_train, 4, 0, 0, d.mean, d.std))
-    assert xs.shape == (16, 6, 6, 1) and xs.dtype == np.float32
-    with pytest.raises(ValueError, match="mean/std need 1 values"):
-        D.make_train_dataset(d.x_train, d.y_train, 4, 0, 0, MEAN, STD)
-
-
-def test_eval_dataset_keeps_order_and_last_batch(small):
-    x, y = small
-    batches = _batches(D.make_eval_dataset(x, y, 16, MEAN, STD))
-    assert [len(b[1]) for b in batches] == [16, 16, 8]
-    xs = np.concatenate([b[0] for b in batches])
-    np.testing.assert_allclose(xs, _normalise(x), atol=1e-5)
-    np.testing.assert_array_equal(np.concatenate([b[1] for b in batches]), y)
+    # A test split may lack a training class; labels follow the training classes.
+    _write_images(tmp_path / "g" / "train", {"a": 1, "b": 1, "c": 1})
+    _write_images(tmp_path / "g" / "test", {"c": 2})
+    assert D.load_image_data(str(tmp_path / "g")).y_test.tolist() == [2, 2]
+    # In memory: a label the training split does not have.
+    bad = _savez(tmp_path / "extra.npz", x=x, y=np.array([0, 1, 2, 1]))
+    with pytest.raises(UserError, match=f"^--test_dataset={bad}: class 2 is in the test split but "
+                                        "not in the training split"):
+        D.load_image_data(train, test_dataset=bad)

@@ -51,8 +51,10 @@ def make_data_dir(directory, dataset, data_dir, train_images=None, heldout_size=
                             "or the same --dataset/--train_images/--heldout_size")
         return directory
     # TensorFlow (fd 2 muted during its import): loaded only when the dir is made.
-    data = quiet_import("keras_darts.data").load_image_data(
-        dataset, data_dir, need_test=heldout_size is None)
+    data_lib = quiet_import("keras_darts.data")
+    # cache: folders, TFRecord and tfds stream by default; the slice is written from arrays.
+    data = data_lib.load_image_data(dataset, data_dir, need_test=heldout_size is None,
+                                    options=data_lib.DataOptions(cache=True))
     n = len(data.x_train)
     if train_images is not None and not 0 < train_images <= n:
         raise UserError(f"--train_images={train_images}: must be in 1..{n} (the training split "
