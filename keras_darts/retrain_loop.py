@@ -292,7 +292,9 @@ def _retrain(retrain, write_dir, resuming, quiet):
         paths = export_model(
             retrain.model, config.export_dir, formats, image_shape=retrain.record["image_shape"],
             mean=retrain.record["mean"], std=retrain.record["std"],
-            class_names=retrain.record["class_names"], calibration_data=retrain.data.x_train,
+            class_names=retrain.record["class_names"],
+            calibration_data=(data_lib.train_pixels(retrain.data, config.calibration_images)
+                              if "tflite_int8" in formats else retrain.data.x_train),
             calibration_images=config.calibration_images, model_name=config.model_name,
             version=config.version, overwrite=config.overwrite,
             metadata={"run_dir": os.path.abspath(config.output_dir), "retrain_config": retrain.record})

@@ -59,7 +59,7 @@ def restore_model(run_dir):
 
 def calibration_data_of(config):
     """The training images of the run's dataset (what tflite_int8 calibrates on)."""
-    from keras_darts.data import load_image_data
+    from keras_darts.data import load_image_data, train_pixels
 
     dataset = config.get("dataset")
     if not dataset:
@@ -69,7 +69,7 @@ def calibration_data_of(config):
         raise UserError("--format=tflite_int8: the run trained on in-memory data; export it from "
                         "Python: keras_darts.export(model, ..., calibration_data=x_train)")
     data = load_image_data(dataset, config.get("data_dir"), flag="--dataset (from config.json)")
-    return data.x_train
+    return train_pixels(data, config.get("calibration_images"))
 
 
 def export_from_run(run_dir, export_dir, model_name="darts", version=None, overwrite=False,
