@@ -195,7 +195,8 @@ def run_retrain(config, quiet=False, data=None, genotype=None):
         genotype = genotype_lib.load_genotype(config.genotype)
     # config.json records the genotype itself (its spec is in `genotype_spec`): compare contents.
     resuming = run_utils.check_output_dir(
-        config.output_dir, {**config.to_dict(), "genotype": genotype.to_dict()}, RETRAIN_RESUME_NEUTRAL)
+        config.output_dir, {**config.to_dict(), "genotype": genotype.to_dict()}, RETRAIN_RESUME_NEUTRAL,
+        defaults=type(config)(variant=config.variant).to_dict())
     if config.export_dir:
         from keras_darts.export import check_version_free
 

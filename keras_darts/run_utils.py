@@ -14,11 +14,13 @@ CONFIG_FILE = "config.json"
 CHECKPOINT_SUBDIR = "checkpoints"
 
 
-def check_output_dir(output_dir, config, resume_neutral=()):
+def check_output_dir(output_dir, config, resume_neutral=(), defaults=None):
     """Validates `--output_dir` without writing anything.
 
     Returns True when it holds an earlier run of the same configuration (to resume). Raises
     UserError when it is a file, is not writable, or holds a run of a different configuration.
+    `defaults`: option values a run written before an option existed had (so adding an option
+    to keras-darts does not orphan existing run dirs that leave it at its default).
     """
     flag = f"--output_dir={output_dir}"
     if not output_dir:
@@ -41,7 +43,7 @@ def check_output_dir(output_dir, config, resume_neutral=()):
             raise ValueError("not a JSON object")
     except (OSError, ValueError) as e:
         raise UserError(f"{flag}: cannot read {path} ({e}); use a new --output_dir") from None
-    previous = previous.get("config", previous)
+    previous = {**(defaults or {}), **previous.get("config", previous)}
     # Only the keys of this run's config: the record may hold more (e.g. a retrain's data stats).
     differ = [k for k in sorted(config)
               if k not in resume_neutral and previous.get(k) != config.get(k)]

@@ -143,7 +143,8 @@ def run_search(config, quiet=False, data=None):
       data: an `ImageData` to search on instead of loading `config.dataset` (the Python API).
     """
     config.validate()
-    resuming = run_utils.check_output_dir(config.output_dir, config.to_dict(), SEARCH_RESUME_NEUTRAL)
+    resuming = run_utils.check_output_dir(config.output_dir, config.to_dict(), SEARCH_RESUME_NEUTRAL,
+                                          defaults=type(config)().to_dict())
     if data is None:
         data = data_lib.load_image_data(config.dataset, config.data_dir,
                                         options=data_lib.DataOptions.from_config(config))

@@ -766,3 +766,27 @@ def test_retrain_divergence_stops_naming_epoch_and_step_and_keeps_checkpoints(da
             assert np.all(np.isfinite(value)), name
     step_key = [k for k in tensors if k.startswith("step_in_epoch/")][0]
     assert int(tensors[step_key]) == (step - 1) % 3
+
+
+def test_run_dir_from_before_an_option_existed_still_resumes(tmp_path):
+    """A config.json written before an option was added lacks its key: it resumes when the run
+    leaves the option at its default, and is refused (naming the option) when it does not."""
+    import json
+
+    from keras_darts import run_utils
+    from keras_darts.config import SearchConfig
+    from keras_darts.errors import UserError
+
+    out = tmp_path / "run"
+    out.mkdir()
+    old = SearchConfig(output_dir=str(out)).to_dict()
+    del old["unrolled"]  # "an option this old run did not know"
+    (out / "config.json").write_text(json.dumps({"config": old}))
+    defaults = SearchConfig().to_dict()
+    same = SearchConfig(output_dir=str(out)).to_dict()
+    assert run_utils.check_output_dir(str(out), same, defaults=defaults) is True
+    changed = SearchConfig(output_dir=str(out), unrolled=True).to_dict()
+    with pytest.raises(UserError, match=r"incompatible configuration \(unrolled False -> True\)"):
+        run_utils.check_output_dir(str(out), changed, defaults=defaults)
+    with pytest.raises(UserError, match=r"unrolled None -> False"):  # without defaults: refused
+        run_utils.check_output_dir(str(out), same)
