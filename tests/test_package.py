@@ -81,7 +81,7 @@ LAYERS = (
     ("ops", {"ops", "recompute"}),  # recompute: a layer-call wrapper the models use
     ("models", {"network", "search_cells", "supernet"}),
     ("training", {"architect", "unrolled", "gradients", "optimizers", "run_utils", "distribute",
-                  "cost_penalty", "latency", "search_costs"}),
+                  "cost_penalty", "latency", "search_costs", "retrain_run"}),
     ("loops", {"search_loop", "retrain_loop", "export", "visualize", "search_vs_random"}),
     ("api", {"api"}),  # the Python API over the loops (bin/ calls it)
 )
@@ -90,7 +90,7 @@ LAYER_NAME = {unit: name for name, units in LAYERS for unit in units}
 
 # Modules still being split by other work (data -> package); over the limit only until then. A
 # listed file that no longer exists is simply not checked.
-TOO_LONG_FOR_NOW = {"data.py", "config.py", "retrain_loop.py"}  # issue 10 grew them; to split
+TOO_LONG_FOR_NOW = {"config.py"}  # issue 10 grew it; to split
 
 
 def _modules():
