@@ -38,6 +38,7 @@ _JIT = flags.DEFINE_bool("jit_compile", False, "XLA-compile forward/backward.")
 _RECOMPUTE = flags.DEFINE_bool("recompute", False, "Recompute cell activations in the backward pass.")
 _MEMORY_PROFILE = flags.DEFINE_bool("memory_profile", False, "Print time and RSS per stage as they "
                                     "happen (they are in the JSON line either way).")
+_PARTIAL = flags.DEFINE_integer("partial_channels", 1, "PC-DARTS K (1: plain DARTS).")
 _PROFILE_DIR = flags.DEFINE_string("profile_dir", None, "If set, profile one more step with "
                                    "tf.profiler into this dir (TensorBoard's Profile tab reads it) "
                                    "and print the time per TF op type.")
@@ -91,7 +92,7 @@ def main(argv):
         init_channels=_CHANNELS.value, nodes=_NODES.value, batch_size=_BATCH.value, epochs=1,
         unrolled=_UNROLLED.value, strategy=_STRATEGY.value, cpu_devices=_CPU_DEVICES.value,
         mixed_precision=_MIXED.value, jit_compile=_JIT.value, recompute=_RECOMPUTE.value,
-        augment="none")
+        augment="none", partial_channels=_PARTIAL.value)
     config.validate()
     distribute.set_mixed_precision(config.mixed_precision)
     n = 2 * _BATCH.value
@@ -136,7 +137,7 @@ def main(argv):
         "weights": search.model.count_weight_parameters(),
         "config": {k: getattr(config, k) for k in (
             "layers", "init_channels", "nodes", "batch_size", "unrolled", "strategy",
-            "cpu_devices", "mixed_precision", "jit_compile", "recompute")}
+            "cpu_devices", "mixed_precision", "jit_compile", "recompute", "partial_channels")}
         | {"image_size": _IMAGE.value, "steps": _STEPS.value, "warmup": _WARMUP.value},
         "tensorflow": tf.__version__,
         "machine": machine() | {"load_avg_1m_at_start": load_before},

@@ -15,6 +15,7 @@ import math
 from keras_darts.cost.checks import cost_checks
 from keras_darts.data_config import DataFields
 from keras_darts.errors import UserError
+from keras_darts.search_options import RobustOptions, robust_checks
 
 
 def option(default, help_text):
@@ -119,7 +120,7 @@ def _raise_first(checks):
 
 
 @dataclasses.dataclass(frozen=True)
-class SearchConfig(DataFields, _Options):
+class SearchConfig(RobustOptions, DataFields, _Options):
     """Search hyperparameters; the defaults are the reference's (`train_search.py`)."""
 
     dataset: str = option("cifar10",
@@ -173,7 +174,6 @@ class SearchConfig(DataFields, _Options):
     derived_variant: str = option("cifar", "cifar or imagenet: that derived network's stem.")
     derived_image_size: int = option(None, "Its input size (default: the search data's).")
     latency: bool = option(False, "Also measure the derived network's latency at the end.")
-
     def validate(self):
         _raise_first(_shared_checks(self) + self.data_checks()
                      + cost_checks(self, VARIANT_NAMES) + [
@@ -184,13 +184,14 @@ class SearchConfig(DataFields, _Options):
              "--arch_learning_rate", self.arch_learning_rate, "must be a finite number > 0"),
             (self.arch_weight_decay >= 0, "--arch_weight_decay", self.arch_weight_decay,
              "must be >= 0"),
-        ])
+        ] + robust_checks(self))
+        self.early_stop_rule()
 
 
 
 # Changing these between runs in one output dir does not change what a resumed run computes.
 SEARCH_RESUME_NEUTRAL = ("output_dir", "data_dir", "checkpoint_every", "cpu_devices", "strategy",
-                         "recompute", "latency")
+                         "recompute", "latency", "selection", "selection_finetune_epochs")
 
 
 @dataclasses.dataclass(frozen=True)

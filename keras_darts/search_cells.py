@@ -66,15 +66,23 @@ class SearchCell(keras.layers.Layer):
     `multiplier` nodes. Node i is the sum of MixedOps over all earlier nodes (2+i edges), so a cell
     has sum(2+i) edges (14 for 4 steps); in a reduction cell edges leaving the inputs have stride 2.
 
+    Options (off by default: the reference's cell):
+      partial_channels: K > 1 makes every edge a PC-DARTS `PartialChannelMixedOp` (C/K channels
+        through the ops); node sums are then weighted by `edge_weights`.
+      aux_skip: DARTS- (Chu et al., ICLR 2021): every edge also adds `aux_weight` * skip(x), outside
+        the softmax (FactorizedReduce on stride-2 edges, its own weights).
+
     Call arguments:
       s0, s1: outputs of the cells k-2 and k-1.
       weights: (edges, len(PRIMITIVES)) softmaxed alphas for this cell type (mixing dtype).
+      edge_weights: (edges,) per-node softmaxed betas (PC-DARTS edge normalisation) or None.
+      aux_weight: scalar weight of the auxiliary skips (with aux_skip).
 
     A node is summed in the mixing dtype, then cast to the compute dtype.
     """
 
     def __init__(self, filters, reduction=False, reduction_prev=False, steps=4, multiplier=4,
-                 sync_bn=False, **kwargs):
+                 sync_bn=False, partial_channels=1, aux_skip=False, **kwargs):
         kwargs.setdefault("autocast", False)  # keep float32 mixing weights float32
         super().__init__(**kwargs)
         self.filters = filters
@@ -83,6 +91,8 @@ class SearchCell(keras.layers.Layer):
         self.steps = steps
         self.multiplier = multiplier
         self.sync_bn = sync_bn
+        self.partial_channels = partial_channels
+        self.aux_skip = aux_skip
         bn = {"affine": False, "sync_bn": sync_bn}
         if reduction_prev:
             self.preprocess0 = FactorizedReduce(filters, name="preprocess0", **bn)
@@ -90,11 +100,24 @@ class SearchCell(keras.layers.Layer):
             self.preprocess0 = ReLUConvBN(filters, 1, 1, 0, name="preprocess0", **bn)
         self.preprocess1 = ReLUConvBN(filters, 1, 1, 0, name="preprocess1", **bn)
         self.edges = []
+        self.aux_ops = []
         for i in range(steps):
             for j in range(2 + i):
                 strides = 2 if reduction and j < 2 else 1
-                self.edges.append(MixedOp(filters, strides, sync_bn, name=f"edge_{j}_{i + 2}"))
+                name = f"edge_{j}_{i + 2}"
+                if partial_channels > 1:
+                    # Imported here: partial_channels builds on MixedOp from this module.
+                    from keras_darts.partial_channels import PartialChannelMixedOp
+
+                    self.edges.append(PartialChannelMixedOp(filters, strides, partial_channels,
+                                                            sync_bn, name=name))
+                else:
+                    self.edges.append(MixedOp(filters, strides, sync_bn, name=name))
+                if aux_skip:
+                    self.aux_ops.append(make_op("skip_connect", filters, strides, affine=False,
+                                                sync_bn=sync_bn, layer_name=f"aux_skip_{j}_{i + 2}"))
         track_for_checkpoint(self, "edge_", self.edges)
+        track_for_checkpoint(self, "aux_skip_", self.aux_ops)
 
     def build(self, s0_shape, s1_shape, weights_shape=None):
         self.preprocess0.build(s0_shape)
@@ -102,15 +125,26 @@ class SearchCell(keras.layers.Layer):
         node_shape = (s1_shape[0], None, None, self.filters)
         for edge in self.edges:
             edge.build(node_shape)
+        for op in self.aux_ops:
+            op.build(node_shape)
 
-    def call(self, s0, s1, weights, training=None):
+    def call(self, s0, s1, weights, edge_weights=None, aux_weight=None, training=None):
         states = [self.preprocess0(s0, training=training), self.preprocess1(s1, training=training)]
-        edge_weights = [K.unstack(w) for w in K.unstack(weights)]
+        op_weights = [K.unstack(w) for w in K.unstack(weights)]
+        betas = None if edge_weights is None else K.unstack(edge_weights)
         offset = 0
         for _ in range(self.steps):
             s = None
             for j, h in enumerate(states):
-                y = self.edges[offset + j](h, edge_weights[offset + j], training=training)
+                e = offset + j
+                y = self.edges[e](h, op_weights[e], training=training)
+                if betas is not None:
+                    y = betas[e] * y
+                if self.aux_ops:
+                    skip = self.aux_ops[e](h, training=training)
+                    if skip.dtype != y.dtype:
+                        skip = K.cast(skip, y.dtype)
+                    y = y + aux_weight * skip
                 s = y if s is None else s + y
             if s.dtype != states[0].dtype:
                 s = K.cast(s, states[0].dtype)
@@ -128,6 +162,8 @@ class SearchCell(keras.layers.Layer):
                 "steps": self.steps,
                 "multiplier": self.multiplier,
                 "sync_bn": self.sync_bn,
+                "partial_channels": self.partial_channels,
+                "aux_skip": self.aux_skip,
             }
         )
         return config

@@ -27,6 +27,7 @@ from keras_darts.io_utils import atomic_append_jsonl
 from keras_darts.ops import PRIMITIVES
 from keras_darts.optimizers import EpochCosineDecay, EpochLearningRate, TorchSGD, arch_adam
 from keras_darts.search_costs import LATENCY_TABLE_FILE, SearchCosts
+from keras_darts import robust_search, selection
 from keras_darts.supernet import SearchNetwork
 
 HISTORY_FILE = "history.jsonl"
@@ -58,6 +59,7 @@ class SearchRun:
                 num_classes=data.num_classes, layers=config.layers,
                 init_channels=config.init_channels, steps=config.nodes, multiplier=config.nodes,
                 sync_bn=config.sync_bn, alpha_seed=config.seed, recompute=config.recompute,
+                partial_channels=config.partial_channels, aux_skip=config.aux_skip,
                 name="search_network")
             self.model.build((None, *data.image_shape))
             self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
@@ -72,16 +74,21 @@ class SearchRun:
             self.step_in_epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
             # Running sums of the current epoch, so a mid-epoch resume logs the same figures.
             self.sums = tf.Variable(tf.zeros(6, tf.float64), trainable=False, name="epoch_sums")
+            self.robust = robust_search.RobustSearch(
+                config, self.model, lambda: next(iter(robust_search.val_batches(self))))
+            regularizers = self.robust.arch_regularizers()
             self.step = BilevelStep(
                 self.model, self.weight_optimizer, self.arch_optimizer, config.batch_size,
                 config.grad_clip, config.arch_weight_decay, config.unrolled, config.jit_compile,
-                self.loss_scale, arch_regularizers=self.costs.regularizers())
+                self.loss_scale, arch_regularizers=[*self.costs.regularizers(), *regularizers])
             self.checkpoint = tf.train.Checkpoint(
                 model=self.model, weight_optimizer=self.weight_optimizer,
                 arch_optimizer=self.arch_optimizer, epoch=self.epoch,
                 step_in_epoch=self.step_in_epoch, epoch_sums=self.sums,
-                loss_scale=self.loss_scale.scale, loss_scale_good_steps=self.loss_scale.good_steps)
+                loss_scale=self.loss_scale.scale, loss_scale_good_steps=self.loss_scale.good_steps,
+                **self.robust.checkpoint_items())
         self._train_fn = tf.function(self._distributed_step)
+        self._warmup_fn = robust_search.weight_only_step(self)
         self._eval_fn = tf.function(self._distributed_eval)
 
     # === Steps ===
@@ -114,7 +121,8 @@ class SearchRun:
 
     def derive(self):
         """The genotype of the current alphas (within --max_params/--max_macs when given)."""
-        return self.costs.derive(self.model.genotype(), self.model.alphas_normal.numpy(),
+        return self.costs.derive(self.model.genotype(**self.robust.derive_options()),
+                                 self.model.alphas_normal.numpy(),
                                  self.model.alphas_reduce.numpy())
 
     def softmax_alphas(self):
@@ -175,9 +183,8 @@ def _search(search, write_dir, resuming, quiet):
     start_epoch = int(search.epoch.numpy())
     history_path = os.path.join(out, HISTORY_FILE)
     genotype_path = os.path.join(out, GENOTYPE_FILE)
-    if start_epoch >= config.epochs:
-        print(f"search already finished ({config.epochs} epochs): {genotype_path}")
-        return search.derive()
+    if start_epoch >= config.epochs or int(search.robust.stopped_at.numpy()):
+        return robust_search.finished_run(search, genotype_path, out, chief)
     if restored:
         print(f"resuming from {restored} (epoch {start_epoch + 1}, step "
               f"{int(search.step_in_epoch.numpy()) + 1})")
@@ -196,8 +203,10 @@ def _search(search, write_dir, resuming, quiet):
                                   stateful_metrics=["loss", "acc", "val_loss", "val_acc"])
         t0 = time.time()
         step = start_step
+        search.robust.begin_epoch(epoch)
+        train_fn = search._train_fn if search.robust.arch_updates(epoch) else search._warmup_fn
         for batch in search.epoch_dataset(epoch, start_step):
-            logs = search._train_fn(batch)
+            logs = train_fn(batch)
             values = {k: float(v) for k, v in logs.items()}
             run_utils.check_finite({"train loss": values["train_loss_sum"],
                                     "val loss": values["val_loss_sum"]}, epoch + 1, step + 1, manager)
@@ -205,7 +214,8 @@ def _search(search, write_dir, resuming, quiet):
                                          "val_loss_sum", "val_correct", "val_count")]
             step += 1
             bar.update(step, [("loss", sums[0] / sums[2]), ("acc", sums[1] / sums[2]),
-                              ("val_loss", sums[3] / sums[5]), ("val_acc", sums[4] / sums[5])])
+                              ("val_loss", sums[3] / max(sums[5], 1)),
+                              ("val_acc", sums[4] / max(sums[5], 1))])
             if config.checkpoint_every and step % config.checkpoint_every == 0 and step < search.steps:
                 search.step_in_epoch.assign(step)
                 search.sums.assign(sums)
@@ -213,20 +223,25 @@ def _search(search, write_dir, resuming, quiet):
         val_loss, val_acc = search.evaluate()
         alphas_normal, alphas_reduce = search.softmax_alphas()
         genotype = search.derive()
+        arch_val = (sums[3] / sums[5], sums[4] / sums[5]) if sums[5] else (None, None)
         record = {
             "epoch": epoch + 1,
             "global_step": int(search.weight_optimizer.iterations.numpy()),
             "learning_rate": lr,
             "train_loss": sums[0] / sums[2], "train_accuracy": sums[1] / sums[2],
-            "arch_val_loss": sums[3] / sums[5], "arch_val_accuracy": sums[4] / sums[5],
+            "arch_val_loss": arch_val[0], "arch_val_accuracy": arch_val[1],
             "val_loss": val_loss, "val_accuracy": val_acc,
             "alphas_normal": alphas_normal.tolist(), "alphas_reduce": alphas_reduce.tolist(),
             "genotype": genotype.to_dict(), "primitives": list(PRIMITIVES),
             "expected_cost": search.costs.expected(search.model.alphas_normal.numpy(),
                                                    search.model.alphas_reduce.numpy()),
             "genotype_cost": cost_record(search.costs.genotype_cost(genotype)),
-            "epoch_time_s": time.time() - t0,
         }
+        fields, stop = search.robust.end_epoch(epoch, genotype, robust_search.past_genotypes(history_path))
+        record.update(fields, epoch_time_s=time.time() - t0)
+        if stop is not None:
+            record["early_stop"] = {k: stop[k] for k in ("rule", "epoch", "reason")}
+            genotype = genotype_lib.genotype_from_dict(stop["genotype"])
         if chief:
             # History first, then the checkpoint: a crash between the two replays this epoch and
             # `keep=epoch` drops the line written for it, so no epoch appears twice.
@@ -236,12 +251,18 @@ def _search(search, write_dir, resuming, quiet):
         search.epoch.assign(epoch + 1)
         search.step_in_epoch.assign(0)
         search.sums.assign(np.zeros(6))
+        if stop is not None:
+            search.robust.stopped_at.assign(stop["epoch"])
         manager.save(checkpoint_number=(epoch + 1) * search.steps)
         print(f"epoch {epoch + 1}: train loss {record['train_loss']:.4f} acc "
               f"{record['train_accuracy']:.2%} | val loss {val_loss:.4f} acc {val_acc:.2%} | "
               f"{record['epoch_time_s']:.1f}s | genotype {genotype}", flush=True)
+        if stop is not None:
+            print(robust_search.stop_message(stop, epoch, genotype_path), flush=True)
+            break
     summaries.flush()
-    genotype = search.derive()
+    if config.selection == "perturbation":
+        genotype = selection.select_and_save(search, out, chief)
     if chief:
         _final_summary(genotype, config.output_dir, search.costs, config.latency)
     return genotype
@@ -255,8 +276,9 @@ def _epoch_summaries(summaries, record, alphas_normal, alphas_reduce, genotype):
     epoch = record["epoch"]
     summaries.scalars({f"search/{k}": record[k] for k in (
         "train_loss", "train_accuracy", "val_loss", "val_accuracy", "arch_val_loss",
-        "arch_val_accuracy", "learning_rate")}, epoch)
+        "arch_val_accuracy", "learning_rate") if record[k] is not None}, epoch)
     summaries.scalars({f"cost/expected_{k}": v for k, v in record["expected_cost"].items()}, epoch)
+    summaries.scalars(robust_search.summary_scalars(record), epoch)
     for cell, alphas in (("normal", alphas_normal), ("reduce", alphas_reduce)):
         summaries.scalars({f"alphas_{cell}/{op}": w for op, w in
                            visualize.per_op_mean_weights(alphas, PRIMITIVES).items()}, epoch)

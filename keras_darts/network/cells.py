@@ -91,10 +91,13 @@ class Cell(keras.layers.Layer):
         self.sync_bn = sync_bn
         self.seed = seed
 
-        edges = self.genotype.reduce if reduction else self.genotype.normal
-        self.concat = tuple(self.genotype.reduce_concat if reduction else self.genotype.normal_concat)
+        cell = "reduce" if reduction else "normal"
+        edges = getattr(self.genotype, cell)
+        self.concat = tuple(getattr(self.genotype, cell + "_concat"))
         self.indices = tuple(index for _, index in edges)
-        self.steps = len(edges) // 2
+        # Nodes may have any number of inputs (e.g. --derive=all_edges); two in the paper's cells.
+        self.inputs_per_node = tuple(self.genotype.inputs_per_node(cell))
+        self.steps = len(self.inputs_per_node)
         self.multiplier = len(self.concat)
 
         bn = {"affine": True, "sync_bn": sync_bn}
@@ -121,14 +124,16 @@ class Cell(keras.layers.Layer):
 
     def call(self, s0, s1, drop_prob=0.0, training=None):
         states = [self.preprocess0(s0, training=training), self.preprocess1(s1, training=training)]
-        for i in range(self.steps):
+        start = 0
+        for n in self.inputs_per_node:
             s = None
-            for k in (2 * i, 2 * i + 1):
+            for k in range(start, start + n):
                 op = self.cell_ops[k]
                 h = op(states[self.indices[k]], training=training)
                 if training and not isinstance(op, Identity):
                     h = self.drop_path(h, rate=drop_prob, training=training)
                 s = h if s is None else s + h
+            start += n
             states.append(s)
         return K.concatenate([states[i] for i in self.concat], axis=-1)
 

@@ -21,7 +21,6 @@ def _html_name(name):
 
 def cell_graph(genotype, cell="normal"):
     """The graphviz Digraph of one cell; edges are labelled with their op, concat edges are not."""
-    edges = getattr(genotype, cell)
     concat = getattr(genotype, cell + "_concat")
     g = graphviz.Digraph(
         name=f"{cell}_cell",
@@ -33,12 +32,14 @@ def cell_graph(genotype, cell="normal"):
     )
     for name in INPUT_NODES:
         g.node(name, label=_html_name(name), fillcolor="darkseagreen2")
-    for i in range(len(edges) // 2):
+    nodes = genotype.nodes(cell)
+    for i in range(len(nodes)):
         g.node(str(i), fillcolor="lightblue")
     g.node(OUTPUT_NODE, label=_html_name(OUTPUT_NODE), fillcolor="palegoldenrod")
-    for k, (op, j) in enumerate(edges):
-        color = op_color(op)
-        g.edge(node_name(j), str(k // 2), label=op, color=color, fontcolor=color)
+    for i, node in enumerate(nodes):
+        for op, j in node:
+            color = op_color(op)
+            g.edge(node_name(j), str(i), label=op, color=color, fontcolor=color)
     for i in concat:
         g.edge(node_name(i), OUTPUT_NODE, color="gray55")
     return g

@@ -61,10 +61,9 @@ def format_genotype(genotype):
     """Readable cells, one line per node: `node 0 <- sep_conv_3x3(c_{k-1}) + skip_connect(0)`."""
     lines = []
     for cell, title in (("normal", "normal cell"), ("reduce", "reduction cell")):
-        edges = getattr(genotype, cell)
         lines.append(f"{title}:")
-        for i in range(len(edges) // 2):
-            ops = " + ".join(f"{op}({node_name(j)})" for op, j in edges[2 * i : 2 * i + 2])
+        for i, node in enumerate(genotype.nodes(cell)):
+            ops = " + ".join(f"{op}({node_name(j)})" for op, j in node)
             lines.append(f"  node {i} <- {ops}")
         concat = ", ".join(node_name(i) for i in getattr(genotype, cell + "_concat"))
         lines.append(f"  {OUTPUT_NODE} = concat({concat})")

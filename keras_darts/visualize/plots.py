@@ -62,10 +62,11 @@ def _heatmap_axes(ax, weights, steps, primitives, title, chosen=()):
         start += i + 2
         ax.axhline(start - 0.5, color="white", linewidth=2)
     rows = {edge: r for r, edge in enumerate(edge_labels(steps))}
-    for k, (op, j) in enumerate(chosen):
-        if op in primitives and (j, k // 2 + 2) in rows:
-            ax.add_patch(Rectangle((primitives.index(op) - 0.5, rows[(j, k // 2 + 2)] - 0.5), 1, 1,
-                                   fill=False, edgecolor="#ff2d55", linewidth=2.2))
+    for i, node in enumerate(chosen):
+        for op, j in node:
+            if op in primitives and (j, i + 2) in rows:
+                ax.add_patch(Rectangle((primitives.index(op) - 0.5, rows[(j, i + 2)] - 0.5), 1, 1,
+                                       fill=False, edgecolor="#ff2d55", linewidth=2.2))
     return im
 
 
@@ -85,9 +86,9 @@ def _heatmap_figure(alphas_normal, alphas_reduce, primitives, title=None, genoty
     axes = [fig.add_axes([(left + k * (panel + gap)) / width, bottom / height, panel / width,
                           (height - bottom - top) / height]) for k in range(2)]
     _heatmap_axes(axes[0], normal, steps, primitives, "normal cell",
-                  genotype.normal if genotype else ())
+                  genotype.nodes("normal") if genotype else ())
     im = _heatmap_axes(axes[1], reduce, steps, primitives, "reduction cell",
-                       genotype.reduce if genotype else ())
+                       genotype.nodes("reduce") if genotype else ())
     cax = fig.add_axes([(width - right + 0.2) / width, bottom / height, 0.18 / width,
                         (height - bottom - top) / height])
     cbar = fig.colorbar(im, cax=cax)

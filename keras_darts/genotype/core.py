@@ -1,15 +1,16 @@
 """Genotypes: the discrete cell a search finds. Pure data and pure functions, no TensorFlow.
 
-A genotype lists, for each intermediate node of a cell, two (op, input) pairs. Input 0 and 1 are the
-cell's two input nodes (outputs of the cells k-2 and k-1); input j >= 2 is intermediate node j-2.
-The cell's output concatenates the nodes in `*_concat`.
+A genotype lists, for each intermediate node of a cell, its (op, input) pairs: two per node in the
+paper's cells; any number >= 1 per node when `normal_inputs`/`reduce_inputs` give the per-node
+counts (e.g. `--derive=all_edges`). Input 0 and 1 are the cell's two input nodes (outputs of the
+cells k-2 and k-1); input j >= 2 is intermediate node j-2. The cell's output concatenates the nodes
+in `*_concat`. JSON: the optional `*_inputs` keys are written only when some node does not have
+exactly 2 inputs, so two-input genotypes keep the original format and old files load unchanged.
 """
 
 import dataclasses
 import json
 import os
-
-import numpy as np
 
 from keras_darts.errors import UserError
 
@@ -30,19 +31,27 @@ GENOTYPE_OPS = tuple(p for p in PRIMITIVES if p != "none")
 _NONE = PRIMITIVES.index("none")
 
 
+def _two_each(edges):
+    return (2,) * (len(edges) // 2)
+
+
 @dataclasses.dataclass(frozen=True)
 class Genotype:
     """An immutable DARTS genotype.
 
     Attributes:
-      normal, reduce: tuples of (op_name, input_index), two per intermediate node.
+      normal, reduce: tuples of (op_name, input_index), node by node.
       normal_concat, reduce_concat: tuples of node indices concatenated into the cell output.
+      normal_inputs, reduce_inputs: inputs per intermediate node (None: two each). Normalised so
+        that a genotype with two inputs everywhere compares equal however it was written.
     """
 
     normal: tuple
     normal_concat: tuple
     reduce: tuple
     reduce_concat: tuple
+    normal_inputs: tuple = None
+    reduce_inputs: tuple = None
 
     def __post_init__(self):
         # Normalise lists (e.g. from JSON) to tuples so instances are hashable and comparable.
@@ -50,18 +59,42 @@ class Genotype:
             object.__setattr__(self, field, tuple((str(op), int(i)) for op, i in getattr(self, field)))
         for field in ("normal_concat", "reduce_concat"):
             object.__setattr__(self, field, tuple(int(i) for i in getattr(self, field)))
+        for cell in ("normal", "reduce"):
+            counts = getattr(self, f"{cell}_inputs")
+            if counts is not None:
+                counts = tuple(int(n) for n in counts)
+                if counts == _two_each(getattr(self, cell)) and not len(getattr(self, cell)) % 2:
+                    counts = None
+            object.__setattr__(self, f"{cell}_inputs", counts)
+
+    def inputs_per_node(self, cell="normal"):
+        counts = getattr(self, f"{cell}_inputs")
+        return counts if counts is not None else _two_each(getattr(self, cell))
+
+    def nodes(self, cell="normal"):
+        """The cell's edges grouped by node: [[(op, input), ...] for each intermediate node]."""
+        edges = getattr(self, cell)
+        out, start = [], 0
+        for n in self.inputs_per_node(cell):
+            out.append(list(edges[start:start + n]))
+            start += n
+        return out
 
     @property
     def steps(self):
-        return len(self.normal) // 2
+        return len(self.inputs_per_node("normal"))
 
     def to_dict(self):
-        return {
+        d = {
             "normal": [[op, i] for op, i in self.normal],
             "normal_concat": list(self.normal_concat),
             "reduce": [[op, i] for op, i in self.reduce],
             "reduce_concat": list(self.reduce_concat),
         }
+        for cell in ("normal", "reduce"):
+            if getattr(self, f"{cell}_inputs") is not None:
+                d[f"{cell}_inputs"] = list(getattr(self, f"{cell}_inputs"))
+        return d
 
     @classmethod
     def load(cls, spec):
@@ -76,21 +109,36 @@ class Genotype:
         return json.dumps(self.to_dict(), sort_keys=True)
 
     def __str__(self):
-        def cell(edges, concat):
-            nodes = [f"n{k + 2}=" + "+".join(f"{op}({i})" for op, i in edges[2 * k : 2 * k + 2])
-                     for k in range(len(edges) // 2)]
-            return " ".join(nodes) + f" concat={list(concat)}"
+        def cell(name):
+            nodes = [f"n{k + 2}=" + "+".join(f"{op}({i})" for op, i in node)
+                     for k, node in enumerate(self.nodes(name))]
+            return " ".join(nodes) + f" concat={list(getattr(self, name + '_concat'))}"
 
-        return (f"normal: {cell(self.normal, self.normal_concat)} | "
-                f"reduce: {cell(self.reduce, self.reduce_concat)}")
+        return f"normal: {cell('normal')} | reduce: {cell('reduce')}"
 
 
-def _check_cell(edges, concat, where):
+def _check_counts(edges, counts, where):
+    """Per-node input counts: None (two each) or positive ints summing to the number of edges."""
+    if counts is None:
+        if not isinstance(edges, (list, tuple)) or not edges or len(edges) % 2:
+            raise ValueError(f"{where}: expected a non-empty list with two (op, input) edges per "
+                             f"node, got {len(edges) if isinstance(edges, (list, tuple)) else type(edges).__name__}"
+                             f" entries (give {where}_inputs for other counts)")
+        return _two_each(edges)
+    if (not isinstance(counts, (list, tuple)) or not counts
+            or any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in counts)):
+        raise ValueError(f"{where}_inputs: expected a non-empty list of positive input counts, "
+                         f"got {counts!r:.60}")
+    if not isinstance(edges, (list, tuple)) or len(edges) != sum(counts):
+        raise ValueError(f"{where}: {where}_inputs {list(counts)} needs {sum(counts)} edges, got "
+                         f"{len(edges) if isinstance(edges, (list, tuple)) else type(edges).__name__}")
+    return tuple(counts)
+
+
+def _check_cell(edges, concat, where, counts=None):
     """Raises ValueError with a one-line message if a cell's edges or concat are malformed."""
-    if not isinstance(edges, (list, tuple)) or not edges or len(edges) % 2:
-        raise ValueError(f"{where}: expected a non-empty list with two (op, input) edges per node, "
-                         f"got {len(edges) if isinstance(edges, (list, tuple)) else type(edges).__name__}"
-                         f" entries")
+    counts = _check_counts(edges, counts, where)
+    node_of = [k + 2 for k, n in enumerate(counts) for _ in range(n)]
     for n, edge in enumerate(edges):
         if (not isinstance(edge, (list, tuple)) or len(edge) != 2 or not isinstance(edge[0], str)
                 or isinstance(edge[1], bool) or not isinstance(edge[1], int)):
@@ -99,11 +147,11 @@ def _check_cell(edges, concat, where):
         if op not in GENOTYPE_OPS:
             raise ValueError(f"{where}[{n}]: unknown op {op!r:.60}; expected one of "
                              f"{', '.join(GENOTYPE_OPS)}")
-        node = n // 2 + 2
+        node = node_of[n]
         if not 0 <= index < node:
             raise ValueError(f"{where}[{n}]: input index {index} out of range for node {node} "
                              f"(must be 0..{node - 1})")
-    steps = len(edges) // 2
+    steps = len(counts)
     if (not isinstance(concat, (list, tuple)) or not concat
             or any(isinstance(i, bool) or not isinstance(i, int) for i in concat)):
         raise ValueError(f"{where}_concat: expected a non-empty list of node indices")
@@ -112,6 +160,7 @@ def _check_cell(edges, concat, where):
             raise ValueError(f"{where}_concat: node {i} out of range 2..{steps + 1}")
     if len(set(concat)) != len(concat):
         raise ValueError(f"{where}_concat: repeated node in {list(concat)}")
+    return steps
 
 
 def genotype_from_dict(d):
@@ -119,18 +168,20 @@ def genotype_from_dict(d):
     if not isinstance(d, dict):
         raise ValueError(f"expected a JSON object, got {type(d).__name__}")
     keys = {"normal", "normal_concat", "reduce", "reduce_concat"}
+    optional = {"normal_inputs", "reduce_inputs"}
     missing = keys - set(d)
     if missing:
         raise ValueError(f"missing key(s): {', '.join(sorted(missing))}")
-    extra = set(d) - keys
+    extra = set(d) - keys - optional
     if extra:
         raise ValueError(f"unexpected key(s): {', '.join(sorted(extra))}")
-    _check_cell(d["normal"], d["normal_concat"], "normal")
-    _check_cell(d["reduce"], d["reduce_concat"], "reduce")
-    if len(d["normal"]) != len(d["reduce"]):
-        raise ValueError(f"normal has {len(d['normal'])} edges but reduce has {len(d['reduce'])}; "
-                         "both cells must have the same number of nodes")
-    return Genotype(**{k: d[k] for k in keys})
+    steps_normal = _check_cell(d["normal"], d["normal_concat"], "normal", d.get("normal_inputs"))
+    steps_reduce = _check_cell(d["reduce"], d["reduce_concat"], "reduce", d.get("reduce_inputs"))
+    if steps_normal != steps_reduce:
+        raise ValueError(f"normal has {len(d['normal'])} edges but reduce has {len(d['reduce'])} "
+                         f"({steps_normal} vs {steps_reduce} nodes); both cells must have the same "
+                         "number of nodes")
+    return Genotype(**{k: d[k] for k in keys | optional if k in d})
 
 
 def genotype_from_json(text):
@@ -153,6 +204,8 @@ def load_genotype(spec, flag="--genotype"):
     Raises:
       UserError: one line naming `flag` or the file and what is wrong.
     """
+    from keras_darts.genotype.published import PUBLISHED
+
     if spec in PUBLISHED:
         return PUBLISHED[spec]
     if not os.path.exists(spec):
@@ -174,52 +227,6 @@ def load_genotype(spec, flag="--genotype"):
         raise UserError(f"{flag}={spec}: malformed genotype: {e}") from None
 
 
-def _parse_cell(weights, steps):
-    """The reference's `_parse`: per node, the 2 inputs whose strongest non-`none` op weighs most."""
-    gene = []
-    start = 0
-    for i in range(steps):
-        n = i + 2
-        w = weights[start : start + n]
-        strongest = np.delete(w, _NONE, axis=1)  # (n, ops-1), columns exclude `none`
-        best_ops = np.delete(np.arange(w.shape[1]), _NONE)[np.argmax(strongest, axis=1)]
-        # Stable sort on the negated maximum: ties keep the lower input index, like Python's sorted.
-        edges = np.argsort(-strongest.max(axis=1), kind="stable")[:2]
-        for j in edges:
-            gene.append((PRIMITIVES[best_ops[j]], int(j)))
-        start += n
-    return gene
-
-
-def num_edges(steps):
-    return sum(2 + i for i in range(steps))
-
-
-def softmax(x, axis=-1):
-    x = np.asarray(x, dtype=np.float64)
-    e = np.exp(x - x.max(axis=axis, keepdims=True))
-    return e / e.sum(axis=axis, keepdims=True)
-
-
-def derive_genotype(alphas_normal, alphas_reduce, steps=4, multiplier=4):
-    """Derives the genotype from (edges, len(PRIMITIVES)) alpha matrices, as the reference does.
-
-    The alphas are softmaxed per edge first (the reference parses softmax weights; argmax order is
-    the same but the per-edge maxima compared across edges are not).
-    """
-    k = num_edges(steps)
-    for name, a in (("alphas_normal", alphas_normal), ("alphas_reduce", alphas_reduce)):
-        if np.shape(a) != (k, len(PRIMITIVES)):
-            raise ValueError(f"{name} has shape {np.shape(a)}, expected {(k, len(PRIMITIVES))}")
-    concat = tuple(range(2 + steps - multiplier, steps + 2))
-    return Genotype(
-        normal=_parse_cell(softmax(alphas_normal), steps),
-        normal_concat=concat,
-        reduce=_parse_cell(softmax(alphas_reduce), steps),
-        reduce_concat=concat,
-    )
-
-
 def edge_labels(steps):
     """(source, target) node pairs in alpha-row order: row r joins source -> target."""
     return [(j, i + 2) for i in range(steps) for j in range(i + 2)]
@@ -229,25 +236,9 @@ def count_ops(cell_edges, ops=("skip_connect",)):
     return sum(1 for op, _ in cell_edges if op in ops)
 
 
+def num_edges(steps):
+    return sum(2 + i for i in range(steps))
+
+
 PARAMETER_FREE_OPS = ("max_pool_3x3", "avg_pool_3x3", "skip_connect")
 
-_CONCAT = (2, 3, 4, 5)
-
-# Published cells (Liu et al. 2019), as in the reference `genotypes.py`.
-DARTS_V1 = Genotype(
-    normal=[("sep_conv_3x3", 1), ("sep_conv_3x3", 0), ("skip_connect", 0), ("sep_conv_3x3", 1),
-            ("skip_connect", 0), ("sep_conv_3x3", 1), ("sep_conv_3x3", 0), ("skip_connect", 2)],
-    normal_concat=_CONCAT,
-    reduce=[("max_pool_3x3", 0), ("max_pool_3x3", 1), ("skip_connect", 2), ("max_pool_3x3", 0),
-            ("max_pool_3x3", 0), ("skip_connect", 2), ("skip_connect", 2), ("avg_pool_3x3", 0)],
-    reduce_concat=_CONCAT,
-)
-DARTS_V2 = Genotype(
-    normal=[("sep_conv_3x3", 0), ("sep_conv_3x3", 1), ("sep_conv_3x3", 0), ("sep_conv_3x3", 1),
-            ("sep_conv_3x3", 1), ("skip_connect", 0), ("skip_connect", 0), ("dil_conv_3x3", 2)],
-    normal_concat=_CONCAT,
-    reduce=[("max_pool_3x3", 0), ("max_pool_3x3", 1), ("skip_connect", 2), ("max_pool_3x3", 1),
-            ("max_pool_3x3", 0), ("skip_connect", 2), ("skip_connect", 2), ("max_pool_3x3", 1)],
-    reduce_concat=_CONCAT,
-)
-PUBLISHED = {"DARTS_V1": DARTS_V1, "DARTS_V2": DARTS_V2, "DARTS": DARTS_V2}
