@@ -10,7 +10,6 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from keras_darts import data as data_lib
 from keras_darts import guards, hessian
 
 
@@ -136,10 +135,8 @@ def summary_scalars(record):
 def val_batches(search):
     """A SearchRun's search-val batches (inference pipeline), capped like its evaluation; the
     first one is the Hessian's fixed batch, all of them DARTS-PT's accuracy."""
-    c = search.config
-    ds = data_lib.make_eval_dataset(search.x_val, search.y_val, c.batch_size, search.mean,
-                                    search.std)
-    return ds.take(c.steps_per_epoch) if c.steps_per_epoch else ds
+    ds, _ = search.streams.evaluation(search.config.steps_per_epoch)
+    return ds
 
 
 def weight_only_step(search):
