@@ -136,6 +136,7 @@ def _retrain(retrain, write_dir, resuming, quiet):
             atomic_write_json(metrics_path, metrics)
     if config.export_dir and chief:
         from keras_darts.export import export_model
+        from keras_darts.export.formats import serving_crop
 
         formats = parse_formats(config.format)
         paths = export_model(
@@ -145,7 +146,7 @@ def _retrain(retrain, write_dir, resuming, quiet):
             calibration_data=(data_lib.train_pixels(retrain.data, config.calibration_images)
                               if "tflite_int8" in formats else retrain.data.x_train),
             calibration_images=config.calibration_images, model_name=config.model_name,
-            version=config.version, overwrite=config.overwrite,
+            version=config.version, overwrite=config.overwrite, crop=serving_crop(retrain.record),
             metadata={"run_dir": os.path.abspath(config.output_dir), "retrain_config": retrain.record})
         paths = paths if isinstance(paths, dict) else {formats[0]: paths}
         for fmt, path in paths.items():

@@ -84,7 +84,7 @@ def test_tiny_imagenet_retrain_on_mixed_size_jpegs(tmp_path):
     result = run_cli("retrain", "--genotype=DARTS_V2", f"--dataset={data}", f"--output_dir={out}",
                      "--variant=imagenet", "--image_size=16", "--eval_resize=18", "--layers=3",
                      "--init_channels=4", "--batch_size=4", "--epochs=1", "--steps_per_epoch=2",
-                     "--noauxiliary", "--seed=1")
+                     "--noauxiliary", "--seed=1", f"--export_dir={tmp_path / 'exports'}")
     check_ok(result)
     with open(out / "config.json") as f:
         record = json.load(f)
@@ -97,3 +97,20 @@ def test_tiny_imagenet_retrain_on_mixed_size_jpegs(tmp_path):
         metrics = json.load(f)
     assert metrics["test_examples"] == 4 and metrics["epochs"] == 1
     assert "lr 0.100000" in result.stdout and "8 train / 4 test images, 2 steps/epoch" in result.stdout
+    # The export normalises with the recorded mean/std and decodes bytes as evaluation does
+    # (shorter side to 18, centre crop 16), so a served JPEG of any size gives what the test
+    # pipeline's pixels give.
+    import tensorflow as tf
+
+    from keras_darts import data as D
+
+    loaded = tf.saved_model.load(str(tmp_path / "exports" / "darts" / "1"))
+    options = D.DataOptions(image_size=(16, 16), mean=record["mean"], std=record["std"])
+    photos = D.load_image_data(str(data), need_test=True, options=options)
+    spec = D.spec_for(photos, eval_resize=18)
+    batches = D.eval_batches(photos.test, spec, 4, normalise=False)
+    pixels = next(iter(batches[0]))[0]  # (dataset, diagnose)
+    blobs = tf.constant([open(p, "rb").read() for p in photos.test.paths])
+    by_bytes = loaded.signatures["serving_bytes"](image_bytes=blobs)["probabilities"]
+    by_pixels = loaded.signatures["serving_default"](images=tf.cast(pixels, tf.uint8))["probabilities"]
+    np.testing.assert_allclose(by_bytes.numpy(), by_pixels.numpy(), rtol=0, atol=1e-6)

@@ -38,7 +38,8 @@ def image_shape_of(model):
 
 def export_model(model, export_dir, format="saved_model", *, image_shape=None, mean=0.0, std=1.0,
                  class_names=None, calibration_data=None, calibration_images=500,
-                 model_name="darts", version=None, overwrite=False, metadata=None, verify=True):
+                 model_name="darts", version=None, overwrite=False, metadata=None, verify=True,
+                 crop=None):
     """Exports a derived network in one or several formats.
 
     Args:
@@ -56,6 +57,7 @@ def export_model(model, export_dir, format="saved_model", *, image_shape=None, m
       model_name, version, overwrite: the version folder (version None: the next number).
       metadata: extra entries for keras_darts_export.json.
       verify: check each export reproduces the model before publishing it.
+      crop: how the SavedModel's `serving_bytes` fits images of other sizes (`serving_crop`).
 
     Returns:
       The version folder's path; a {format: path} dict when several formats were asked for.
@@ -77,7 +79,8 @@ def export_model(model, export_dir, format="saved_model", *, image_shape=None, m
     paths = {}
     for fmt in sorted(formats, key=_LITERT_FIRST.index):
         if fmt == "saved_model":
-            paths[fmt] = export_saved_model(network, export_dir, model_name, version, **common)
+            paths[fmt] = export_saved_model(network, export_dir, model_name, version, crop=crop,
+                                            **common)
         elif fmt == "keras":
             paths[fmt] = export_keras(network, export_dir, model_name, version, **common)
         else:
@@ -85,3 +88,11 @@ def export_model(model, export_dir, format="saved_model", *, image_shape=None, m
                                        quantize=fmt == "tflite_int8", calibration_data=calibration_data,
                                        calibration_images=calibration_images, **common)
     return paths[formats[0]] if len(formats) == 1 else {f: paths[f] for f in formats}
+
+
+def serving_crop(record):
+    """`crop` for a retrain record: set when the run resized its images (--image_size), so served
+    bytes get the evaluation transform (shorter side, centre crop) the test split got."""
+    if not (record.get("dataset_info") or {}).get("resized"):
+        return None
+    return {"eval_resize": record.get("eval_resize")}

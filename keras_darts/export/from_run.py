@@ -84,7 +84,7 @@ def export_from_run(run_dir, export_dir, model_name="darts", version=None, overw
         checkpoint that does not fit that model; a version clash; an export refused (see
         `export_model`).
     """
-    from keras_darts.export.formats import export_model
+    from keras_darts.export.formats import export_model, serving_crop
 
     formats = parse_formats(format)
     model, config, latest = restore_model(run_dir)
@@ -93,7 +93,7 @@ def export_from_run(run_dir, export_dir, model_name="darts", version=None, overw
         model, export_dir, format, image_shape=config["image_shape"], mean=config["mean"],
         std=config["std"], class_names=config.get("class_names"), calibration_data=calibration,
         calibration_images=calibration_images, model_name=model_name, version=version,
-        overwrite=overwrite,
+        overwrite=overwrite, crop=serving_crop(config),
         metadata={"run_dir": os.path.abspath(run_dir), "checkpoint": os.path.abspath(latest),
                   "retrain_config": config})
 

@@ -47,10 +47,15 @@ class ServingModule(tf.Module):
       image_shape: (H, W, C) the model expects.
       mean, std: per-channel (or scalar) normalisation in [0, 1] scale: x = (pixels/255 - mean) / std.
       class_names_path: optional text file, one class name per line (tracked as an asset).
+      crop: None (bytes of another size are resized to (H, W)) or {"eval_resize": int or None}
+        for models trained with --image_size: bytes are resized and centre-cropped exactly as the
+        evaluation pipeline does (`keras_darts.data.augment.eval_transform`).
     """
 
-    def __init__(self, model, image_shape, mean, std, class_names_path=None):
+    def __init__(self, model, image_shape, mean, std, class_names_path=None, crop=None):
         super().__init__(name="keras_darts_serving")
+        self._crop = crop is not None
+        self._eval_resize = (crop or {}).get("eval_resize")
         # Track the weights, not the Keras model: saving the model object itself makes
         # tf.saved_model.save serialise every Keras layer (several times slower, nothing gained).
         self.model_variables = list(model.variables)
@@ -94,6 +99,10 @@ class ServingModule(tf.Module):
     def _decode(self, encoded):
         h, w, c = self.image_shape
         image = tf.io.decode_image(encoded, channels=c, dtype=tf.uint8, expand_animations=False)
+        if self._crop:
+            from keras_darts.data.augment import eval_transform
+
+            return tf.ensure_shape(eval_transform(image, (h, w), self._eval_resize), (h, w, c))
 
         def resize():
             resized = tf.image.resize(image, (h, w), method="bilinear")
@@ -117,7 +126,8 @@ class ServingModule(tf.Module):
 
 
 def export_saved_model(model, export_dir, model_name="darts", version=None, *, image_shape, mean,
-                       std, class_names=None, overwrite=False, metadata=None, verify=True):
+                       std, class_names=None, overwrite=False, metadata=None, verify=True,
+                       crop=None):
     """Exports `model` as `<export_dir>/<model_name>/<version>/` for TF Serving.
 
     Args:
@@ -151,7 +161,7 @@ def export_saved_model(model, export_dir, model_name="darts", version=None, *, i
         if class_names is not None:
             class_names_path = os.path.join(os.path.dirname(saved), CLASS_NAMES_FILE)
             write_labels(class_names_path, class_names)
-        module = ServingModule(model, image_shape, mean, std, class_names_path)
+        module = ServingModule(model, image_shape, mean, std, class_names_path, crop)
         tf.saved_model.save(module, saved, signatures=module.signatures)
         info = {
             "format": "keras_darts SavedModel export v1",
