@@ -41,7 +41,7 @@ def alphas(rows, k):
 # === PC-DARTS ===================================================================================
 
 @pytest.mark.parametrize("layers,channels,expected", [
-    pytest.param(8, 16, 299_578, marks=pytest.mark.slow),  # 14 s of CPU to build
+    (8, 16, 299_578),  # the paper's search size: ~14 s of CPU to build, no training
     (5, 8, 66_586)])
 def test_pc_darts_parameter_parity(layers, channels, expected):
     # The official PC-DARTS model_search.Network at K=4, 10 classes, 32x32x3 (build only).

@@ -83,7 +83,6 @@ def test_checkpoint_carries_the_new_state(run):
                                                         for r in run["history"]], rtol=1e-12)
 
 
-@pytest.mark.slow  # ~20 s of CPU; the selection logic is checked fast in test_robust.py
 def test_perturbation_reselects_a_finished_run_without_touching_it(run):
     out = run["out"]
     before = snapshot(out)
@@ -100,7 +99,6 @@ def test_perturbation_reselects_a_finished_run_without_touching_it(run):
         assert json.load(f)["config"]["selection"] == "magnitude"  # the run's own record
 
 
-@pytest.mark.slow  # ~20 s of CPU; test_robust.py checks the any-input Cell numerically
 def test_all_edges_genotype_retrains_and_exports(cifar_dir, tmp_path):
     """A genotype whose second node sums 3 inputs: bin/retrain trains it one step and exports it;
     the SavedModel serves the checkpoint's predictions."""
