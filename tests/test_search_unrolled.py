@@ -1,5 +1,5 @@
-"""`bin/search --unrolled` end to end: a run; with --run_slow also a SIGKILL after the first
-epoch's checkpoint and a rerun of the same command, which resumes and ends bit-identical to the
+"""`bin/search --unrolled` end to end: a run; a SIGKILL after the first epoch's checkpoint and
+a rerun of the same command, which resumes and ends bit-identical to the
 uninterrupted run (`--deterministic`): history, genotype and every checkpointed tensor.
 
 3 cells of 4 channels, 1 node, batch 16, 2 epochs of 2 steps on a 128-image CIFAR-10 slice.
