@@ -4,6 +4,27 @@ import os
 import resource
 import time
 
+from absl import flags
+
+
+def define_step_flags():
+    """The flags both step benchmarks share (how long to time, where and how the step runs)."""
+    d = flags
+    return {
+        "image_size": d.DEFINE_integer("image_size", 32, "Square image size."),
+        "steps": d.DEFINE_integer("steps", 5, "Timed steps."),
+        "warmup": d.DEFINE_integer("warmup", 2, "Untimed steps first (include tracing)."),
+        "strategy": d.DEFINE_string("strategy", "one_device",
+                                    "auto|one_device|mirrored|multi_worker."),
+        "cpu_devices": d.DEFINE_integer("cpu_devices", 1, "Logical CPU devices (replicas on CPU)."),
+        "mixed_precision": d.DEFINE_string("mixed_precision", "none", "none|bfloat16|float16."),
+        "jit_compile": d.DEFINE_bool("jit_compile", False, "XLA-compile forward/backward."),
+        "recompute": d.DEFINE_bool("recompute", False,
+                                   "Recompute cell activations in the backward pass."),
+        "memory_profile": d.DEFINE_bool("memory_profile", False, "Print time and RSS per stage "
+                                        "as they happen (they are in the JSON line either way)."),
+    }
+
 
 def rss_mb():
     """Current resident set size of this process (MiB), from /proc (Linux)."""

@@ -19,30 +19,21 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from absl import flags  # noqa: E402
 
-from _common import Stages, machine, time_steps  # noqa: E402
+from _common import Stages, define_step_flags, machine, time_steps  # noqa: E402
 from keras_darts.errors import quiet_import, run  # noqa: E402
 
+STEP = define_step_flags()
 _GENOTYPE = flags.DEFINE_string("genotype", "DARTS_V2", "Published genotype or genotype.json.")
 _LAYERS = flags.DEFINE_integer("layers", 20, "Cells.")
 _CHANNELS = flags.DEFINE_integer("init_channels", 36, "Initial channels.")
 _BATCH = flags.DEFINE_integer("batch_size", 96, "Global batch size.")
-_IMAGE = flags.DEFINE_integer("image_size", 32, "Square image size.")
 _AUXILIARY = flags.DEFINE_bool("auxiliary", True, "Auxiliary head and loss.")
 _DROP_PATH = flags.DEFINE_float("drop_path_prob", 0.2, "Drop-path rate during the timed steps.")
-_STEPS = flags.DEFINE_integer("steps", 5, "Timed steps.")
-_WARMUP = flags.DEFINE_integer("warmup", 2, "Untimed steps first (include tracing).")
-_STRATEGY = flags.DEFINE_string("strategy", "one_device", "auto|one_device|mirrored|multi_worker.")
-_CPU_DEVICES = flags.DEFINE_integer("cpu_devices", 1, "Logical CPU devices (replicas on CPU).")
-_MIXED = flags.DEFINE_string("mixed_precision", "none", "none|bfloat16|float16.")
-_JIT = flags.DEFINE_bool("jit_compile", False, "XLA-compile forward/backward.")
-_RECOMPUTE = flags.DEFINE_bool("recompute", False, "Recompute cell activations in the backward pass.")
-_MEMORY_PROFILE = flags.DEFINE_bool("memory_profile", False, "Print time and RSS per stage as they "
-                                    "happen (they are in the JSON line either way).")
 
 
 def main(argv):
     del argv
-    stages = Stages(_MEMORY_PROFILE.value)
+    stages = Stages(STEP["memory_profile"].value)
     np = quiet_import("numpy")
     tf = quiet_import("tensorflow")
     stages.mark("import tensorflow")
@@ -57,12 +48,12 @@ def main(argv):
         genotype=_GENOTYPE.value, dataset="synthetic", output_dir="unused", layers=_LAYERS.value,
         init_channels=_CHANNELS.value, batch_size=_BATCH.value, epochs=1,
         auxiliary=_AUXILIARY.value, drop_path_prob=_DROP_PATH.value, cutout=False, augment="none",
-        strategy=_STRATEGY.value, cpu_devices=_CPU_DEVICES.value, mixed_precision=_MIXED.value,
-        jit_compile=_JIT.value, recompute=_RECOMPUTE.value)
+        strategy=STEP["strategy"].value, cpu_devices=STEP["cpu_devices"].value, mixed_precision=STEP["mixed_precision"].value,
+        jit_compile=STEP["jit_compile"].value, recompute=STEP["recompute"].value)
     config.validate()
     genotype = genotype_lib.load_genotype(config.genotype)
     distribute.set_mixed_precision(config.mixed_precision)
-    data = data_lib.synthetic_image_data(_BATCH.value, 0, (_IMAGE.value, _IMAGE.value, 3), 10, seed=0)
+    data = data_lib.synthetic_image_data(_BATCH.value, 0, (STEP["image_size"].value, STEP["image_size"].value, 3), 10, seed=0)
     retrain = retrain_loop.RetrainRun(config, data, genotype)
     retrain.model.set_drop_path_prob(_DROP_PATH.value)
     stages.mark("build model + optimiser")
@@ -73,7 +64,7 @@ def main(argv):
     float(retrain._train_fn(batch)["loss_sum"])
     stages.mark("first step (optimise + run)")
     wait = lambda logs: float(logs["loss_sum"])  # noqa: E731 (waits for the step to finish)
-    _, times = time_steps(retrain._train_fn, batch, max(_WARMUP.value - 1, 0), _STEPS.value, wait)
+    _, times = time_steps(retrain._train_fn, batch, max(STEP["warmup"].value - 1, 0), STEP["steps"].value, wait)
     stages.mark("warm-up rest + timed steps")
     ms = np.array(times) * 1e3
     median = float(np.median(ms))
@@ -93,7 +84,7 @@ def main(argv):
         "config": {k: getattr(config, k) for k in (
             "genotype", "layers", "init_channels", "batch_size", "auxiliary", "drop_path_prob",
             "strategy", "cpu_devices", "mixed_precision", "jit_compile", "recompute")}
-        | {"image_size": _IMAGE.value, "steps": _STEPS.value, "warmup": _WARMUP.value},
+        | {"image_size": STEP["image_size"].value, "steps": STEP["steps"].value, "warmup": STEP["warmup"].value},
         "tensorflow": tf.__version__,
         "machine": machine() | {"load_avg_1m_at_start": load_before},
     }

@@ -20,24 +20,15 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from absl import flags  # noqa: E402
 
-from _common import Stages, machine, time_steps  # noqa: E402
+from _common import Stages, define_step_flags, machine, time_steps  # noqa: E402
 from keras_darts.errors import quiet_import, run  # noqa: E402
 
+STEP = define_step_flags()
 _LAYERS = flags.DEFINE_integer("layers", 8, "Cells.")
 _CHANNELS = flags.DEFINE_integer("init_channels", 16, "Initial channels.")
 _NODES = flags.DEFINE_integer("nodes", 4, "Intermediate nodes per cell.")
 _BATCH = flags.DEFINE_integer("batch_size", 64, "Global batch size.")
-_IMAGE = flags.DEFINE_integer("image_size", 32, "Square image size.")
 _UNROLLED = flags.DEFINE_bool("unrolled", False, "Second-order architecture gradient.")
-_STEPS = flags.DEFINE_integer("steps", 5, "Timed steps.")
-_WARMUP = flags.DEFINE_integer("warmup", 2, "Untimed steps first (include tracing).")
-_STRATEGY = flags.DEFINE_string("strategy", "one_device", "auto|one_device|mirrored|multi_worker.")
-_CPU_DEVICES = flags.DEFINE_integer("cpu_devices", 1, "Logical CPU devices (replicas on CPU).")
-_MIXED = flags.DEFINE_string("mixed_precision", "none", "none|bfloat16|float16.")
-_JIT = flags.DEFINE_bool("jit_compile", False, "XLA-compile forward/backward.")
-_RECOMPUTE = flags.DEFINE_bool("recompute", False, "Recompute cell activations in the backward pass.")
-_MEMORY_PROFILE = flags.DEFINE_bool("memory_profile", False, "Print time and RSS per stage as they "
-                                    "happen (they are in the JSON line either way).")
 _PARTIAL = flags.DEFINE_integer("partial_channels", 1, "PC-DARTS K (1: plain DARTS).")
 _PROFILE_DIR = flags.DEFINE_string("profile_dir", None, "If set, profile one more step with "
                                    "tf.profiler into this dir (TensorBoard's Profile tab reads it) "
@@ -77,7 +68,7 @@ def op_time_by_type(profile_dir):
 
 def main(argv):
     del argv
-    stages = Stages(_MEMORY_PROFILE.value)
+    stages = Stages(STEP["memory_profile"].value)
     np = quiet_import("numpy")
     tf = quiet_import("tensorflow")
     stages.mark("import tensorflow")
@@ -90,13 +81,13 @@ def main(argv):
     config = search_loop.SearchConfig(
         dataset="synthetic", output_dir="unused", layers=_LAYERS.value,
         init_channels=_CHANNELS.value, nodes=_NODES.value, batch_size=_BATCH.value, epochs=1,
-        unrolled=_UNROLLED.value, strategy=_STRATEGY.value, cpu_devices=_CPU_DEVICES.value,
-        mixed_precision=_MIXED.value, jit_compile=_JIT.value, recompute=_RECOMPUTE.value,
+        unrolled=_UNROLLED.value, strategy=STEP["strategy"].value, cpu_devices=STEP["cpu_devices"].value,
+        mixed_precision=STEP["mixed_precision"].value, jit_compile=STEP["jit_compile"].value, recompute=STEP["recompute"].value,
         augment="none", partial_channels=_PARTIAL.value)
     config.validate()
     distribute.set_mixed_precision(config.mixed_precision)
     n = 2 * _BATCH.value
-    data = data_lib.synthetic_image_data(n, 0, (_IMAGE.value, _IMAGE.value, 3), 10, seed=0)
+    data = data_lib.synthetic_image_data(n, 0, (STEP["image_size"].value, STEP["image_size"].value, 3), 10, seed=0)
     search = search_loop.SearchRun(config, data)
     stages.mark("build model + optimisers")
     batch = next(iter(search.epoch_dataset(0, 0)))
@@ -106,7 +97,7 @@ def main(argv):
     float(search._train_fn(batch)["train_loss_sum"])
     stages.mark("first step (optimise + run)")
     wait = lambda logs: float(logs["train_loss_sum"])  # noqa: E731 (waits for the step to finish)
-    _, times = time_steps(search._train_fn, batch, max(_WARMUP.value - 1, 0), _STEPS.value, wait)
+    _, times = time_steps(search._train_fn, batch, max(STEP["warmup"].value - 1, 0), STEP["steps"].value, wait)
     stages.mark("warm-up rest + timed steps")
     ms = np.array(times) * 1e3
     top_ops = None
@@ -138,7 +129,7 @@ def main(argv):
         "config": {k: getattr(config, k) for k in (
             "layers", "init_channels", "nodes", "batch_size", "unrolled", "strategy",
             "cpu_devices", "mixed_precision", "jit_compile", "recompute", "partial_channels")}
-        | {"image_size": _IMAGE.value, "steps": _STEPS.value, "warmup": _WARMUP.value},
+        | {"image_size": STEP["image_size"].value, "steps": STEP["steps"].value, "warmup": STEP["warmup"].value},
         "tensorflow": tf.__version__,
         "machine": machine() | {"load_avg_1m_at_start": load_before},
     }
