@@ -13,22 +13,6 @@ from PIL import Image
 from keras_darts import data as D
 from keras_darts.errors import UserError
 
-MEAN = (0.5, 0.4, 0.3)
-STD = (0.25, 0.2, 0.3)
-
-
-def _normalise(x, mean=MEAN, std=STD):
-    return (x.astype(np.float64) / 255.0 - np.array(mean)) / np.array(std)
-
-
-def _batches(ds):
-    return [(xb.numpy(), yb.numpy()) for xb, yb in ds]
-
-
-def _epoch(ds):
-    batches = _batches(ds)
-    return np.concatenate([b[0] for b in batches]), np.concatenate([b[1] for b in batches])
-
 
 def _write_images(root, per_class, size=(6, 5), mode="RGB", seed=0, ext="png"):
     """Writes class folders of random images; returns {class: [uint8 arrays in file-name order]}."""
