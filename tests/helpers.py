@@ -14,8 +14,21 @@ import time
 
 import numpy as np
 
+from keras_darts.genotype import Genotype
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.join(ROOT, "bin")
+
+# 3 nodes, every op type, inputs from intermediate nodes, and concats of different widths that
+# leave a node out (3 of 3 nodes in normal cells, 2 in reduction cells).
+EVERY_OP_GENOTYPE = Genotype(
+    normal=[("dil_conv_5x5", 0), ("avg_pool_3x3", 1), ("sep_conv_5x5", 2), ("skip_connect", 0),
+            ("max_pool_3x3", 1), ("dil_conv_3x3", 3)],
+    normal_concat=(2, 3, 4),
+    reduce=[("sep_conv_3x3", 0), ("skip_connect", 1), ("avg_pool_3x3", 2), ("dil_conv_5x5", 0),
+            ("skip_connect", 3), ("sep_conv_5x5", 1)],
+    reduce_concat=(3, 4),
+)
 
 # A one-node genotype (cells of --nodes=1), valid for bin/retrain.
 GENOTYPE_1NODE = {

@@ -11,20 +11,14 @@ import tensorflow as tf
 
 from keras_darts import network
 from keras_darts.genotype import DARTS_V1, DARTS_V2, Genotype
+from helpers import EVERY_OP_GENOTYPE
 from keras_darts.network import (AuxiliaryHeadCIFAR, AuxiliaryHeadImageNet, Cell, DropPath,
                                  NetworkCIFAR, NetworkImageNet, build_network_from_config,
                                  count_parameters)
 from keras_darts.ops import FactorizedReduce, Identity
 
 # 3 nodes, different concat widths in the two cells (multiplier 3 and 2), every op type.
-CUSTOM = Genotype(
-    normal=[("dil_conv_5x5", 0), ("avg_pool_3x3", 1), ("sep_conv_5x5", 2), ("skip_connect", 0),
-            ("max_pool_3x3", 1), ("dil_conv_3x3", 3)],
-    normal_concat=(2, 3, 4),
-    reduce=[("sep_conv_3x3", 0), ("skip_connect", 1), ("avg_pool_3x3", 2), ("dil_conv_5x5", 0),
-            ("skip_connect", 3), ("sep_conv_5x5", 1)],
-    reduce_concat=(3, 4),
-)
+CUSTOM = EVERY_OP_GENOTYPE
 
 
 def _images(n, size, seed=0, channels=3):

@@ -16,21 +16,14 @@ import numpy as np
 import pytest
 
 import numpy_reference as ref
-from keras_darts.genotype import DARTS_V2, Genotype
+from helpers import EVERY_OP_GENOTYPE
+from keras_darts.genotype import DARTS_V2
 from keras_darts.network import NetworkCIFAR, NetworkImageNet
 
 RTOL, ATOL = 1e-4, 2e-5
 
-# Every op type, inputs from intermediate nodes, and concats that leave a node out (3 of 3 nodes
-# in normal cells, 2 in reduction cells).
-EVERY_OP = Genotype(
-    normal=[("dil_conv_5x5", 0), ("avg_pool_3x3", 1), ("sep_conv_5x5", 2), ("skip_connect", 0),
-            ("max_pool_3x3", 1), ("dil_conv_3x3", 3)],
-    normal_concat=(2, 3, 4),
-    reduce=[("sep_conv_3x3", 0), ("skip_connect", 1), ("avg_pool_3x3", 2), ("dil_conv_5x5", 0),
-            ("skip_connect", 3), ("sep_conv_5x5", 1)],
-    reduce_concat=(3, 4),
-)
+# Every op type, intermediate-node inputs, concats that leave a node out (tests/helpers.py).
+EVERY_OP = EVERY_OP_GENOTYPE
 
 
 # === The numpy forward (the reference's model.py) ===
