@@ -3,11 +3,15 @@
 
   python benchmarks/collapse.py --work_dir=/tmp/collapse --epochs=10 --train_images=2000
       [--variants=plain,beta_decay,aux_skip,pc_darts] [--retrain_epochs=5]
+      [--search_flags=--image_size=16,--arch_learning_rate=3e-3] [--noperturbation]
 
 Runs `bin/search` once per search variant (5 cells, C=8, a slice of ../shared/data/cifar10 by
-default) in WORK_DIR/<variant> (rerun to resume). Derivation-only guards are computed from the
-plain run without another search: max_skip=2 (P-DARTS) re-derives its final alphas, and
-early_stop_skip2 (DARTS+) takes the genotype of the first epoch whose normal cell has 2 skips.
+default; --search_flags go to every search) in WORK_DIR/<variant> (rerun to resume). The plain run
+tracks the Hessian eigenvalue. Guards that need no other search are computed from the plain run:
+max_skip2 (P-DARTS) re-derives its final alphas, early_stop_skip2 (DARTS+) takes the genotype of
+the first epoch whose normal cell has 2 skips, early_stop_hessian (RobustDARTS) the genotype of
+the epoch the eigenvalue rule would have stopped at (the final one if it never fires), and
+perturbation (DARTS-PT) re-selects from the plain run's final checkpoint.
 Per variant: parameter-free ops in the final normal cell, skip count per epoch, the genotype's
 parameter count (CIFAR network, 20 cells, C=36, as the paper evaluates) and, with
 --retrain_epochs, a short retrain's test accuracy (layers/channels of the search). The last line
@@ -33,7 +37,7 @@ SEARCH_VARIANTS = {
     "aux_skip": ["--aux_skip"],
     "pc_darts": ["--partial_channels=4"],
 }
-DERIVED_VARIANTS = ("max_skip2", "early_stop_skip2")
+DERIVED_VARIANTS = ("max_skip2", "early_stop_skip2", "early_stop_hessian", "perturbation")
 
 _WORK = flags.DEFINE_string("work_dir", None, "Run directories go here (resumable).")
 _DATA = flags.DEFINE_string("data", os.path.join(ROOT, "..", "shared", "data", "cifar10"),
@@ -47,6 +51,10 @@ _BATCH = flags.DEFINE_integer("batch_size", 64, "Batch size.")
 _STEPS = flags.DEFINE_integer("steps_per_epoch", None, "Cap on steps per epoch.")
 _VARIANTS = flags.DEFINE_list("variants", list(SEARCH_VARIANTS), "Search variants to run.")
 _RETRAIN = flags.DEFINE_integer("retrain_epochs", 0, "Short retrain of each genotype (0: off).")
+_SEARCH_FLAGS = flags.DEFINE_list("search_flags", [], "Extra bin/search flags for every search.")
+_PERTURB = flags.DEFINE_bool("perturbation", True, "Also re-select the plain run with DARTS-PT.")
+_FINETUNE = flags.DEFINE_integer("selection_finetune_epochs", 0,
+                                 "DARTS-PT fine-tuning epochs between decisions (bin/search: 1).")
 
 
 def skip_counts(history):
@@ -76,7 +84,26 @@ def derived_genotypes(history, max_skip=2):
                                         steps, steps, max_skip=max_skip).to_dict()}
     stop = first_epoch_with_skips(history, 2)
     out["early_stop_skip2"] = stop[1] if stop else last["genotype"]
+    stop = hessian_stop(history)
+    if stop is not None:
+        out["early_stop_hessian"] = stop[1]
     return out
+
+
+def hessian_stop(history):
+    """(1-based epoch, genotype dict) that --early_stop=hessian would have kept, from a run that
+    tracked the eigenvalue: the RobustDARTS rule applied after each epoch as the loop applies it
+    (never after the last); the last epoch's if it never fires. None without eigenvalues."""
+    from keras_darts import hessian
+
+    if not history or "hessian_eigenvalue" not in history[0]:
+        return None
+    evs = [r["hessian_eigenvalue"] for r in history]
+    for end in range(1, len(evs)):  # after epoch `end` (1-based), not the last
+        stop = hessian.stop_epoch(evs[:end])
+        if stop is not None:
+            return stop + 1, history[stop]["genotype"]
+    return history[-1]["epoch"], history[-1]["genotype"]
 
 
 def parameter_free(genotype):
@@ -119,7 +146,8 @@ def _slice_data(work):
 
 
 def _bin(tool, *args):
-    subprocess.run([sys.executable, os.path.join(ROOT, "bin", tool), *args], check=True)
+    if subprocess.run([sys.executable, os.path.join(ROOT, "bin", tool), *args]).returncode:
+        raise SystemExit(f"bin/{tool} failed (its error is above): {' '.join(args)}")
 
 
 def main(argv):
@@ -131,16 +159,26 @@ def main(argv):
     common = [f"--dataset={data}", f"--layers={_LAYERS.value}",
               f"--init_channels={_CHANNELS.value}", f"--batch_size={_BATCH.value}",
               f"--epochs={_EPOCHS.value}"] + (
-        [f"--steps_per_epoch={_STEPS.value}"] if _STEPS.value else [])
+        [f"--steps_per_epoch={_STEPS.value}"] if _STEPS.value else []) + _SEARCH_FLAGS.value
     results, histories = [], {}
     for name in _VARIANTS.value:
         out = os.path.join(work, name)
-        _bin("search", f"--output_dir={out}", *common, *SEARCH_VARIANTS[name])
+        extra = ["--track_hessian"] if name == "plain" else []
+        _bin("search", f"--output_dir={out}", *common, *SEARCH_VARIANTS[name], *extra)
         histories[name] = _read_history(os.path.join(out, "history.jsonl"))
         results.append((name, histories[name][-1]["genotype"], histories[name]))
     if "plain" in histories:
         for name, g in derived_genotypes(histories["plain"]).items():
             results.append((name, g, None))
+        if _PERTURB.value:
+            out = os.path.join(work, "plain")
+            path = os.path.join(out, "genotype_perturbation.json")
+            if not os.path.exists(path):
+                _bin("search", f"--output_dir={out}", *common, "--track_hessian",
+                     "--selection=perturbation",
+                     f"--selection_finetune_epochs={_FINETUNE.value}")
+            with open(path) as f:
+                results.append(("perturbation", json.load(f), None))
     rows = []
     for name, genotype, history in results:
         accuracy = None

@@ -67,10 +67,14 @@ class HessianTracker:
       model: the SearchNetwork (alphas only: betas, if any, are held fixed).
       batch: (x, y) search-val batch, fixed for the whole search (comparable epochs).
       seed: seed of the start vector.
+      compiled: trace the Hessian-vector product with tf.function (fast). Its double-backward
+        graph is not bitwise reproducible on CPU with oneDNN (repeated calls on the same inputs
+        can alternate between two results; TF's op determinism does not cover oneDNN), so
+        --deterministic runs it eagerly, which is.
     State `vector` (a tf.Variable, checkpointed) carries the last eigenvector between epochs.
     """
 
-    def __init__(self, model, batch, seed=0):
+    def __init__(self, model, batch, seed=0, compiled=True):
         import tensorflow as tf
 
         self.model = model
@@ -79,7 +83,7 @@ class HessianTracker:
         self.sizes = [int(np.prod(a.shape)) for a in self.alphas]
         start = np.random.default_rng([seed, 7]).standard_normal(sum(self.sizes))
         self.vector = tf.Variable(start.astype(np.float32), trainable=False, name="hessian_vector")
-        self._hvp = tf.function(self._hvp_fn)
+        self._hvp = tf.function(self._hvp_fn) if compiled else self._hvp_fn
 
     def _loss(self, alpha_values):
         import keras

@@ -35,7 +35,8 @@ class RobustSearch:
         self._hessian_batch = hessian_batch
         self.tracker = None
         if self.track_hessian:
-            self.tracker = hessian.HessianTracker(model, hessian_batch(), seed=config.seed)
+            self.tracker = hessian.HessianTracker(model, hessian_batch(), seed=config.seed,
+                                                  compiled=not config.deterministic)
 
     def checkpoint_items(self):
         items = {"beta_decay_weight": self.beta_decay_weight, "hessian_eigenvalues": self.eigenvalues,

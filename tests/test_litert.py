@@ -29,6 +29,8 @@ NAMES = ["airplane", "bird", "cat", "deer", "frog"]
 # A random tiny network's logits are close together, so int8 rounding flips some argmaxes; the
 # benchmark figure for a trained CIFAR model is in BUILD_NOTES ("LiteRT export").
 INT8_AGREEMENT_MIN = 0.75
+CIFAR_NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
+               "truck"]
 
 
 def _images(n, seed):
@@ -186,3 +188,50 @@ def test_bin_export_unknown_format_is_one_line_before_tensorflow(tmp_path):
         "error: --format=onnx: unknown format 'onnx'; must be one of saved_model, tflite, "
         "tflite_int8, keras (or several, comma-separated)"]
     assert not os.path.exists(tmp_path / "out")
+
+
+def test_bin_retrain_exports_full_integer_litert(cifar_dir, tmp_path):
+    """`bin/retrain --format=tflite_int8`: the export goes to <model_name>-tflite_int8/1 with the
+    class names beside it, takes raw uint8 pixels, is calibrated on --calibration_images training
+    images, and its classes agree with the retrained Keras model's on the test images (a barely
+    trained tiny net has near-tied logits, hence the low bound)."""
+    from helpers import (GENOTYPE_1NODE, RETRAIN_TINY, check_ok, read_json, run_cli,
+                         write_cifar_slice, write_json)
+
+    from keras_darts.network import build_network_from_config
+
+    data = write_cifar_slice(cifar_dir, str(tmp_path / "data"), 64, 40)
+    with np.load(os.path.join(data, "train.npz")) as f:
+        x, y = f["x"], f["y"]
+    np.savez(os.path.join(data, "train.npz"), x=x, y=y, class_names=np.array(CIFAR_NAMES))
+    genotype = write_json(str(tmp_path / "genotype.json"), GENOTYPE_1NODE)
+    run, export_dir = str(tmp_path / "run"), str(tmp_path / "exports")
+    result = run_cli("retrain", f"--genotype={genotype}", f"--dataset={data}", f"--output_dir={run}",
+                     *RETRAIN_TINY, "--epochs=2", "--steps_per_epoch=4", f"--export_dir={export_dir}",
+                     "--model_name=tiny", "--format=tflite_int8", "--calibration_images=24")
+    check_ok(result)
+    path = os.path.join(export_dir, "tiny-tflite_int8", "1")
+    assert f"exported LiteRT int8: {path}" in result.stdout.splitlines()
+    assert sorted(os.listdir(export_dir)) == ["tiny-tflite_int8"]
+    with open(os.path.join(path, "labels.txt")) as f:
+        assert f.read().splitlines() == CIFAR_NAMES
+    info = read_json(os.path.join(path, "keras_darts_export.json"))
+    assert info["calibration_images"] == 24 and info["image_shape"] == [32, 32, 3]
+    with open(os.path.join(path, "model.tflite"), "rb") as f:
+        tflite = f.read()
+    (inp,) = tflite_lib.interpreter(tflite).get_signature_runner().get_input_details().values()
+    assert inp["dtype"] == np.uint8
+
+    record = read_json(os.path.join(run, "config.json"))
+    model = build_network_from_config(record)
+    tf.train.Checkpoint(model=model).restore(
+        tf.train.latest_checkpoint(os.path.join(run, "checkpoints"))).expect_partial()
+    with np.load(os.path.join(data, "test.npz")) as f:
+        images = f["x"]
+    normalised = (images / 255.0 - np.array(record["mean"])) / np.array(record["std"])
+    logits = model(normalised.astype(np.float32), training=False)
+    logits = logits[0] if isinstance(logits, (list, tuple)) else logits
+    agreement = np.mean(tflite_lib.run_signature(tflite, images)["classes"]
+                        == np.argmax(logits.numpy(), axis=1))
+    print(f"int8 vs Keras top-1 agreement on {len(images)} test images: {agreement:.3f}")
+    assert agreement >= INT8_AGREEMENT_MIN

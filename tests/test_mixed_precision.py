@@ -81,11 +81,14 @@ def _supernet(seed):
 
 def test_bfloat16_alpha_gradient_agrees_with_float32(bfloat16_policy):
     """Same weights, alphas (the reference's 1e-3 * N(0,1) init) and batch in a float32 and a
-    mixed_bfloat16 supernet (1 node: 32 alpha entries). Measured over seeds 0-3: relative L2 error
-    0.09-0.19, sign disagreements (0-3 entries) only where |g| < 13% of max |g|. The error comes
-    from the ops' bfloat16 activations and backward pass, not from the mixture: mixing in bfloat16
-    as before measured 0.08-0.17 on the same cases. Bounds: relative error < 0.3, and every sign
-    right where |g| >= 20% of max |g|."""
+    mixed_bfloat16 supernet (1 node: 32 alpha entries).
+
+    Measured (BUILD_NOTES "Mixed precision"): relative L2 error 0.05-0.20 over 1-2 nodes, batches
+    8 and 64, fresh and briefly trained weights, seeds 0-2; sign disagreements (0-5 entries) only
+    where |g| < 13% of max |g|. The error is the ops' own bfloat16 rounding (weights and
+    activations), not the mixture, and does not shrink with the batch; it is 5-20x smaller than
+    the float32 gradient's own change from one batch to the next. Bounds: relative error < 0.3,
+    under half the batch-to-batch change, every sign right where |g| >= 20% of max |g|."""
     bf16 = _supernet(0)
     keras.mixed_precision.set_global_policy("float32")
     f32 = _supernet(0)
@@ -93,11 +96,14 @@ def test_bfloat16_alpha_gradient_agrees_with_float32(bfloat16_policy):
         b.assign(a.numpy())
     x, y = _batch(5)
     g32, g16 = _alpha_grads(f32, x, y), _alpha_grads(bf16, x, y)
+    other = _alpha_grads(f32, *_batch(6))
     rel = np.linalg.norm(g16 - g32) / np.linalg.norm(g32)
+    sampling = np.linalg.norm(other - g32) / np.linalg.norm(g32)
     big = np.abs(g32) >= 0.2 * np.abs(g32).max()
-    print(f"bfloat16 vs float32 alpha gradient: relative L2 {rel:.3f}, "
-          f"{int(np.sum(np.sign(g16) != np.sign(g32)))}/{g32.size} signs differ")
+    print(f"bfloat16 vs float32 alpha gradient: relative L2 {rel:.3f} (another batch: "
+          f"{sampling:.2f}), {int(np.sum(np.sign(g16) != np.sign(g32)))}/{g32.size} signs differ")
     assert rel < 0.3, rel
+    assert rel < 0.5 * sampling, (rel, sampling)
     assert big.sum() >= 8
     np.testing.assert_array_equal(np.sign(g16[big]), np.sign(g32[big]))
 

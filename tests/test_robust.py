@@ -363,6 +363,16 @@ def test_collapse_benchmark_pieces():
         ["skip_connect", 0], ["sep_conv_3x3", 1], ["sep_conv_5x5", 1], ["max_pool_3x3", 2]]
     assert derived["early_stop_skip2"] == history[1]["genotype"]
     assert collapse.genotype_parameters(DARTS_V2, layers=8, channels=16) == 246_106
+    # RobustDARTS from a tracked run: eigenvalue 1 for epochs 0-14, then 5. After epoch 16 the
+    # local average of epochs 12-16 (13/5 = 2.6) is > 1.3x that of epochs 8-12 (1), and the
+    # earlier centre (epoch 10) has reached the start epoch: keep epoch 10 (1-based 11). After
+    # epoch 15 the ratio is 1.8 but the centre (9) is before the start epoch.
+    tracked = [{"epoch": e + 1, "genotype": {"normal": [["sep_conv_3x3", e]]},
+                "hessian_eigenvalue": 1.0 if e < 15 else 5.0} for e in range(20)]
+    assert collapse.hessian_stop(tracked) == (11, tracked[10]["genotype"])
+    flat = [{**r, "hessian_eigenvalue": 1.0} for r in tracked]
+    assert collapse.hessian_stop(flat) == (20, tracked[19]["genotype"])
+    assert collapse.hessian_stop(history) is None
 
 
 def softmax_np(a):

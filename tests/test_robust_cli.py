@@ -1,7 +1,10 @@
-"""bin/search with the robust-search flags combined: one tiny run, SIGKILLed mid-epoch and resumed,
-then a DARTS-PT re-selection of the finished run. The flags' numbers are unit-tested in
-test_robust.py; this checks they reach the loop, the history and the checkpoint, and survive a
-resume."""
+"""bin/search with the robust-search flags combined, second order (`--unrolled`) and
+`--deterministic`: one tiny run, SIGKILLed mid-epoch and resumed, which must end bit-identical to
+an uninterrupted run (so every new piece of state - betas, warm-up, ramp positions, Hessian
+history and vector - is checkpointed), then a DARTS-PT re-selection of the finished run. The
+flags' numbers are unit-tested in test_robust.py; this checks they reach the loop, the history and
+the checkpoint, and survive a resume. (First order and the mirrored strategy with these options:
+test_distribute.py.)"""
 
 import json
 import math
@@ -18,7 +21,17 @@ from keras_darts.genotype import load_genotype
 
 FLAGS = ["--epochs=2", "--steps_per_epoch=2", "--checkpoint_every=1", "--seed=3",
          "--partial_channels=2", "--beta_decay=50", "--aux_skip", "--track_hessian",
-         "--hessian_iterations=2", "--early_stop=skip:3", "--arch_warmup_epochs=1", "--max_skip=1"]
+         "--hessian_iterations=2", "--early_stop=skip:3", "--arch_warmup_epochs=1", "--max_skip=1",
+         "--unrolled", "--deterministic"]
+
+
+def _tensors(run_dir):
+    """{name: array} of the latest checkpoint (without the save counter)."""
+    import tensorflow as tf
+
+    reader = tf.train.load_checkpoint(os.path.join(run_dir, "checkpoints"))
+    return {name: reader.get_tensor(name) for name in reader.get_variable_to_shape_map()
+            if "save_counter" not in name and name != "_CHECKPOINTABLE_OBJECT_GRAPH"}
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +45,23 @@ def run(cifar_dir, tmp_path_factory):
     assert checkpoint_numbers(out) == [1]  # mid warm-up epoch (step 1 of 2)
     resumed = check_ok(run_cli("search", *args))
     assert "resuming from" in resumed.stdout
-    return {"out": out, "args": args, "history": read_history(os.path.join(out, "history.jsonl"))}
+    whole = str(tmp_path_factory.mktemp("robust") / "uninterrupted")
+    check_ok(run_cli("search", f"--dataset={data}", f"--output_dir={whole}", *SEARCH_TINY, *FLAGS))
+    return {"out": out, "args": args, "history": read_history(os.path.join(out, "history.jsonl")),
+            "uninterrupted": whole}
+
+
+def test_killed_and_resumed_equals_uninterrupted_bit_for_bit(run):
+    whole = run["uninterrupted"]
+    assert run["history"] == read_history(os.path.join(whole, "history.jsonl"))
+    with open(os.path.join(run["out"], "genotype.json")) as a, \
+            open(os.path.join(whole, "genotype.json")) as b:
+        assert a.read() == b.read()
+    resumed, uninterrupted = _tensors(run["out"]), _tensors(whole)
+    assert resumed.keys() == uninterrupted.keys()
+    assert any("betas_normal" in k for k in resumed) and any("hessian" in k for k in resumed)
+    for name, value in uninterrupted.items():
+        np.testing.assert_array_equal(resumed[name], value, err_msg=name)
 
 
 def test_history_records_the_schedules_warmup_betas_and_eigenvalue(run):
