@@ -10,6 +10,8 @@ Gradients are all-reduced *before* clipping and weight decay, so N replicas with
 take the same step as one device with batch B. Losses are averaged over the global batch.
 """
 
+import contextlib
+
 import keras
 import tensorflow as tf
 
@@ -33,6 +35,10 @@ class BilevelStep:
       unrolled: second-order approximation instead of first order.
       jit_compile: XLA-compile the forward/backward passes (not the all-reduces and updates).
       loss_scale: a LossScale (float16 mixed precision) or None.
+      arch_float32: under mixed precision, run the architecture step's passes in float32 (the
+        exact alpha gradient, at float32's memory and time for that step); the weight step stays
+        in the mixed policy. Policies are read when a pass is traced, so the step's graph holds
+        both.
       arch_regularizers: callables `reg(model) -> scalar tensor`, added to the validation loss
         inside the architecture gradient's tape (first order: the val pass; unrolled: the val pass
         on w'). They must depend on the alphas only (`model.arch_variables`); in the unrolled
@@ -42,8 +48,10 @@ class BilevelStep:
 
     def __init__(self, model, weight_optimizer, arch_optimizer, global_batch_size, grad_clip=5.0,
                  arch_weight_decay=1e-3, unrolled=False, jit_compile=False, loss_scale=None,
-                 arch_regularizers=()):
+                 arch_regularizers=(), arch_float32=False):
         self.model = model
+        self.arch_float32 = arch_float32
+        self._float32_depth, self._saved_policies = 0, None
         self.weight_optimizer = weight_optimizer
         self.arch_optimizer = arch_optimizer
         self.global_batch_size = global_batch_size
@@ -60,6 +68,9 @@ class BilevelStep:
                           if id(v) not in alpha_ids and v.name in BN_STATISTICS]
         wrap = (lambda f: tf.function(f, jit_compile=True)) if jit_compile else (lambda f: f)
         self._weight_grads = wrap(self._weight_grads_fn)
+        # The unrolled step's w' pass gets its own compiled function when it runs in float32: one
+        # traced under the other policy would be reused by the weight step.
+        self._live_weight_grads = wrap(self._weight_grads_fn) if arch_float32 else self._weight_grads
         self._arch_grads_first_order = wrap(self._arch_grads_first_order_fn)
         self._stateless_grads = wrap(self._stateless_grads_fn)
 
@@ -151,7 +162,7 @@ class BilevelStep:
     # === What keras_darts.unrolled asks of the step ===
     def live_weight_gradients(self, x, y):
         """grad_w L(w) on the live model (all-reduced, unscaled); updates the BN statistics."""
-        grads, _ = self._weight_grads(x, y)
+        grads, _ = self._live_weight_grads(x, y)
         return all_reduce_sum(self.unscale(grads))
 
     def stateless_gradients(self, weights, non_trainable, x, y, wrt_weights=True,
@@ -180,7 +191,8 @@ class BilevelStep:
 
     def architecture_step(self, train_batch, val_batch):
         """alpha <- Adam(grad_alpha L_val + arch_wd * alpha); returns the val logits."""
-        grads, logits = self.arch_gradients(train_batch, val_batch)
+        with self._arch_precision():
+            grads, logits = self.arch_gradients(train_batch, val_batch)
         alphas = self.model.arch_variables
         grads = [g + self.arch_weight_decay * a.value for g, a in zip(grads, alphas)]
         finite = all_finite(grads) if self._scaled else None
@@ -190,6 +202,29 @@ class BilevelStep:
         return logits
 
     arch_step = architecture_step  # the earlier name
+
+    @contextlib.contextmanager
+    def _arch_precision(self):
+        """With arch_float32, every layer computes in float32 inside the block.
+
+        Dtype policies are Python state shared by the replicas, and MirroredStrategy traces its
+        replicas in threads that take turns at each all-reduce. So the first replica in switches
+        the policies, the last one out restores them, and a barrier on either side keeps any
+        replica from tracing a weight pass while another is still inside."""
+        if not self.arch_float32:
+            yield
+            return
+        _barrier()
+        if self._float32_depth == 0:
+            self._saved_policies = set_policies(self.model, "float32")
+        self._float32_depth += 1
+        try:
+            yield
+        finally:
+            self._float32_depth -= 1
+            if self._float32_depth == 0:
+                restore_policies(self._saved_policies)
+            _barrier()
 
     # === 2. Weight step ===
     def weight_step(self, x, y):
@@ -213,3 +248,23 @@ class BilevelStep:
         train, val = self._stats(y, train_logits), self._stats(val_batch[1], val_logits)
         return {**{f"train_{k}": v for k, v in train.items()},
                 **{f"val_{k}": v for k, v in val.items()}, **extra}
+
+
+def set_policies(model, policy):
+    """Sets the dtype policy of `model` and every layer in it; returns [(layer, old policy)].
+    (Under mixed precision the variables are float32 already; only the compute dtype changes.)"""
+    layers = [model, *model._flatten_layers(include_self=False, recursive=True)]
+    saved = [(layer, layer.dtype_policy) for layer in layers]
+    for layer in layers:
+        layer.dtype_policy = policy
+    return saved
+
+
+def restore_policies(saved):
+    for layer, policy in saved:
+        layer.dtype_policy = policy
+
+
+def _barrier():
+    """Every replica reaches this point before any goes on (a no-op merge in replica context)."""
+    tf.distribute.get_replica_context().merge_call(lambda strategy: None)

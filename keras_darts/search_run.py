@@ -64,7 +64,8 @@ class SearchRun:
             self.step = BilevelStep(
                 self.model, self.weight_optimizer, self.arch_optimizer, config.batch_size,
                 config.grad_clip, config.arch_weight_decay, config.unrolled, config.jit_compile,
-                self.loss_scale, arch_regularizers=[*self.costs.regularizers(), *regularizers])
+                self.loss_scale, arch_regularizers=[*self.costs.regularizers(), *regularizers],
+                arch_float32=config.arch_float32)
             self.checkpoint = tf.train.Checkpoint(
                 model=self.model, weight_optimizer=self.weight_optimizer,
                 arch_optimizer=self.arch_optimizer, epoch=self.epoch,

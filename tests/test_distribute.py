@@ -301,3 +301,46 @@ def test_mixed_precision_search_steps_learn(mode, restore_policy):
 def test_jit_compile_search_steps_learn(restore_policy):
     """XLA-compiled gradient functions on CPU (the compile alone takes ~1 minute here)."""
     _search_steps("none", jit_compile=True)
+
+
+def test_arch_float32_under_mirrored_matches_float32_and_restores_the_policies(restore_policy):
+    """--arch_float32 with two replicas: MirroredStrategy traces its replicas in threads that take
+    turns at each all-reduce, while dtype policies are shared Python state. One traced step of a
+    mixed_bfloat16 supernet must still move the alphas as the float32 supernet's step does (every
+    replica's architecture pass in float32), its weights as bfloat16 does (no replica's weight
+    pass in float32), and leave every layer's policy as it was."""
+    _two_cpus()
+    mirrored = _mirrored()
+    models, moved = {}, {}
+    for name, policy in (("f32", "float32"), ("bf16", "mixed_bfloat16")):
+        keras.mixed_precision.set_global_policy(policy)
+        with mirrored.scope():
+            model = SearchNetwork(num_classes=NUM_CLASSES, layers=3, init_channels=4, steps=1,
+                                  multiplier=1, alpha_seed=0)
+            model.build((None, SIZE, SIZE, 3))
+            if name == "bf16":
+                model.set_weights(models["f32"][0].get_weights())
+            weight_opt = TorchSGD(0.05, 0.9, 3e-4)
+            weight_opt.build(model.trainable_variables)
+            arch_opt = keras.optimizers.SGD(learning_rate=1.0)
+            arch_opt.build(model.arch_variables)
+            step = BilevelStep(model, weight_opt, arch_opt, BATCH, arch_float32=name == "bf16")
+        models[name] = (model, step)
+    keras.mixed_precision.set_global_policy("float32")
+    batch = next(iter(mirrored.experimental_distribute_dataset(_global_batches(1))))
+    model16 = models["bf16"][0]
+    layers = [model16, *model16._flatten_layers(include_self=False, recursive=True)]
+    policies = [layer.dtype_policy.name for layer in layers]
+    assert policies.count("mixed_bfloat16") > 100  # (the classifier is float32 on purpose)
+    for name, (model, step) in models.items():
+        variables = model.arch_variables + model.trainable_variables
+        before = [v.numpy().copy() for v in variables]
+        tf.function(lambda b: mirrored.run(step.replica_step, args=b))(batch)
+        moved[name] = [v.numpy() - b for v, b in zip(variables, before)]
+    assert [layer.dtype_policy.name for layer in layers] == policies
+    n = len(model16.arch_variables)
+    a16, a32 = (np.concatenate([d.ravel() for d in moved[k][:n]]) for k in ("bf16", "f32"))
+    assert np.abs(a32).max() > 1e-4
+    np.testing.assert_allclose(a16, a32, rtol=1e-4, atol=1e-7)
+    w16, w32 = (np.concatenate([d.ravel() for d in moved[k][n:]]) for k in ("bf16", "f32"))
+    assert np.linalg.norm(w16 - w32) / np.linalg.norm(w32) > 1e-3

@@ -108,6 +108,71 @@ def test_bfloat16_alpha_gradient_agrees_with_float32(bfloat16_policy):
     np.testing.assert_array_equal(np.sign(g16[big]), np.sign(g32[big]))
 
 
+def _step(model, arch_float32=False):
+    from keras_darts.architect import BilevelStep
+    from keras_darts.optimizers import TorchSGD
+
+    weight_opt = TorchSGD(0.025, 0.9, 3e-4)
+    weight_opt.build(model.trainable_variables)
+    # Plain SGD with lr 1 for the alphas: their change is minus the gradient (plus decay), where
+    # Adam's first step would be ~lr * sign(g).
+    arch_opt = keras.optimizers.SGD(learning_rate=1.0)
+    arch_opt.build(model.arch_variables)
+    return BilevelStep(model, weight_opt, arch_opt, BATCH, arch_float32=arch_float32)
+
+
+@pytest.mark.parametrize("unrolled", [False, True], ids=["first_order", "unrolled"])
+def test_arch_float32_gives_float32s_alpha_step_and_keeps_the_weight_step_bfloat16(
+        bfloat16_policy, unrolled):
+    """--arch_float32 under mixed_bfloat16: one traced replica_step (both steps in one graph) on a
+    bfloat16 supernet moves the alphas as the float32 supernet's step does, to float32 round-off
+    (so every sign of the gradient agrees), while its weight step still computes in bfloat16
+    (its update differs from float32's as bfloat16 rounding does)."""
+    bf16 = _supernet(0)
+    keras.mixed_precision.set_global_policy("float32")
+    f32 = _supernet(0)
+    for a, b in zip(f32.variables, bf16.variables):
+        b.assign(a.numpy())
+    steps = {"bf16": _step(bf16, arch_float32=True), "f32": _step(f32)}
+    models = {"bf16": bf16, "f32": f32}
+    train, val = _batch(5), _batch(6)
+    moved = {}
+    for name, step in steps.items():
+        step.unrolled = unrolled
+        model = models[name]
+        before = [v.numpy().copy() for v in model.arch_variables + model.trainable_variables]
+        tf.function(step.replica_step)(train, val)
+        after = [v.numpy() for v in model.arch_variables + model.trainable_variables]
+        moved[name] = [b - a for a, b in zip(before, after)]
+    n_alpha = len(f32.arch_variables)
+    d16 = np.concatenate([d.ravel() for d in moved["bf16"][:n_alpha]])
+    d32 = np.concatenate([d.ravel() for d in moved["f32"][:n_alpha]])
+    assert np.abs(d32).max() > 1e-4  # the alphas did move
+    np.testing.assert_allclose(d16, d32, rtol=1e-4, atol=1e-7)
+    np.testing.assert_array_equal(np.sign(d16), np.sign(d32))
+    w16 = np.concatenate([d.ravel() for d in moved["bf16"][n_alpha:]])
+    w32 = np.concatenate([d.ravel() for d in moved["f32"][n_alpha:]])
+    weight_rel = np.linalg.norm(w16 - w32) / np.linalg.norm(w32)
+    assert weight_rel > 1e-3, weight_rel  # bfloat16, not float32
+    assert bf16.layers[0].dtype_policy.name == "mixed_bfloat16"  # restored after the step
+
+
+def test_arch_float32_needs_mixed_precision():
+    from keras_darts.errors import UserError
+
+    with pytest.raises(UserError) as e:
+        SearchConfig(dataset="cifar10", arch_float32=True).validate()
+    assert str(e.value) == ("--arch_float32=True: needs --mixed_precision=bfloat16 or float16 "
+                            "(without it every step is float32 already)")
+    SearchConfig(dataset="cifar10", arch_float32=True, mixed_precision="bfloat16").validate()
+    # The option reaches the step SearchRun builds (float32 policy here: the wiring only).
+    config = SearchConfig(dataset="synthetic", output_dir="unused", layers=3, init_channels=4,
+                          nodes=1, batch_size=BATCH, epochs=1, mixed_precision="float16",
+                          arch_float32=True)
+    run = SearchRun(config, data_lib.synthetic_image_data(4 * BATCH, 0, (SIZE, SIZE, 3), CLASSES))
+    assert run.step.arch_float32 is True
+
+
 # === float16: skipped steps and the loss scale ===
 
 

@@ -44,6 +44,9 @@ class SearchConfig(RobustOptions, DataFields, _Options):
         "replicas without GPUs).")
     sync_bn: bool = option(False, "Synchronise BatchNorm statistics across replicas.")
     mixed_precision: str = option("none", "none, bfloat16 or float16.")
+    arch_float32: bool = option(False,
+        "Under --mixed_precision, run the architecture step in float32: the exact alpha "
+        "gradient, at float32's memory and time for that step (the weight step stays mixed).")
     jit_compile: bool = option(False, "XLA-compile the forward/backward passes.")
     recompute: bool = option(False,
         "Recompute each cell's activations in the backward pass instead of keeping them: less "
@@ -75,6 +78,9 @@ class SearchConfig(RobustOptions, DataFields, _Options):
              "--arch_learning_rate", self.arch_learning_rate, "must be a finite number > 0"),
             (self.arch_weight_decay >= 0, "--arch_weight_decay", self.arch_weight_decay,
              "must be >= 0"),
+            (not self.arch_float32 or self.mixed_precision != "none", "--arch_float32",
+             self.arch_float32, "needs --mixed_precision=bfloat16 or float16 (without it every "
+             "step is float32 already)"),
         ] + robust_checks(self))
         self.early_stop_rule()
 
