@@ -106,10 +106,10 @@ def hessian_stop(history):
     return history[-1]["epoch"], history[-1]["genotype"]
 
 
-def parameter_free(genotype):
+def parameter_free(genotype, cell="normal"):
     from keras_darts.genotype import PARAMETER_FREE_OPS
 
-    return sum(op in PARAMETER_FREE_OPS for op, _ in genotype["normal"])
+    return sum(op in PARAMETER_FREE_OPS for op, _ in genotype[cell])
 
 
 def genotype_parameters(genotype, layers=20, channels=36):
@@ -123,6 +123,7 @@ def genotype_parameters(genotype, layers=20, channels=36):
 
 def row(name, genotype, history=None, accuracy=None):
     return {"variant": name, "parameter_free_normal": parameter_free(genotype),
+            "parameter_free_reduce": parameter_free(genotype, "reduce"),
             "skip_count_per_epoch": skip_counts(history) if history else None,
             "genotype_parameters": genotype_parameters(genotype), "retrain_accuracy": accuracy,
             "genotype": genotype}
@@ -193,10 +194,12 @@ def main(argv):
             with open(os.path.join(out, "metrics.json")) as f:
                 accuracy = json.load(f).get("test_accuracy")
         rows.append(row(name, genotype, history, accuracy))
-    print(f"{'variant':18s} {'param-free':>10s} {'params (20/36)':>15s} {'acc':>6s}  skips per epoch")
+    print(f"{'variant':18s} {'param-free n/r':>14s} {'params (20/36)':>15s} {'acc':>6s}  "
+          "skips per epoch (normal cell)")
     for r in rows:
         acc = "-" if r["retrain_accuracy"] is None else f"{r['retrain_accuracy']:.3f}"
-        print(f"{r['variant']:18s} {r['parameter_free_normal']:10d} {r['genotype_parameters']:15,d} "
+        free = f"{r['parameter_free_normal']}/{r['parameter_free_reduce']}"
+        print(f"{r['variant']:18s} {free:>14s} {r['genotype_parameters']:15,d} "
               f"{acc:>6s}  {r['skip_count_per_epoch'] or '(derived from plain)'}")
     print(json.dumps({"rows": rows, "epochs": _EPOCHS.value, "train_images": _TRAIN.value,
                       "layers": _LAYERS.value, "init_channels": _CHANNELS.value}))
