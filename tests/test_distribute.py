@@ -344,3 +344,30 @@ def test_arch_float32_under_mirrored_matches_float32_and_restores_the_policies(r
     np.testing.assert_allclose(a16, a32, rtol=1e-4, atol=1e-7)
     w16, w32 = (np.concatenate([d.ravel() for d in moved[k][n:]]) for k in ("bf16", "f32"))
     assert np.linalg.norm(w16 - w32) / np.linalg.norm(w32) > 1e-3
+
+
+def test_hessian_tracker_under_mirrored_equals_one_device():
+    """The RobustDARTS tracker runs in cross-replica context on the whole batch: under two
+    replicas its power iteration gives one device's eigenvalue and vector (eager products, as
+    --deterministic runs them)."""
+    from keras_darts.hessian import HessianTracker
+
+    _two_cpus()
+    rng = np.random.default_rng(4)
+    batch = (tf.constant(rng.standard_normal((BATCH, SIZE, SIZE, 3)), tf.float32),
+             tf.constant(rng.integers(0, NUM_CLASSES, BATCH)))
+    results = []
+    for strategy in (tf.distribute.OneDeviceStrategy("/cpu:0"), _mirrored()):
+        with strategy.scope():
+            model = SearchNetwork(num_classes=NUM_CLASSES, layers=3, init_channels=4, steps=1,
+                                  multiplier=1, alpha_seed=0)
+            model.build((None, SIZE, SIZE, 3))
+            if results:
+                model.set_weights(results[0][2])
+        tracker = HessianTracker(model, batch, seed=1, compiled=False)
+        eig = tracker.dominant_eigenvalue(3)
+        results.append((eig, tracker.vector.numpy(), model.get_weights()))
+    (eig_1, v_1, _), (eig_n, v_n, _) = results
+    assert abs(eig_1) > 1e-4
+    assert eig_n == pytest.approx(eig_1, rel=1e-5)
+    np.testing.assert_allclose(v_n, v_1, rtol=1e-4, atol=1e-6)
