@@ -241,6 +241,20 @@ def checkpoint_numbers(run_dir):
                   if n.startswith("ckpt-") and n.endswith(".index"))
 
 
+def saved_checkpoints(run_dir):
+    """Numbers of the checkpoints TF's `checkpoint` state file lists: it is rewritten (atomically)
+    only after a save has finished, while `ckpt-N.index` appears while the save is under way, so a
+    kill timed on the index file can tear the checkpoint it waited for."""
+    import re
+
+    try:
+        with open(os.path.join(run_dir, "checkpoints", "checkpoint")) as f:
+            text = f.read()
+    except OSError:
+        return []
+    return sorted(int(n) for n in re.findall(r'all_model_checkpoint_paths: "ckpt-(\d+)"', text))
+
+
 def one_error_line(result):
     """Asserts the one-line error contract and returns that line."""
     assert "Traceback" not in result.stdout + result.stderr, result.stderr[-3000:]

@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 
 from helpers import (SEARCH_TINY, Background, check_ok, checkpoint_numbers, cli_argv,
-                     kill_when, read_history, run_cli, snapshot, write_cifar_slice)
+                     kill_when, read_history, run_cli, saved_checkpoints, snapshot,
+                     write_cifar_slice)
 
 from keras_darts.genotype import load_genotype
 
@@ -40,7 +41,7 @@ def run(cifar_dir, tmp_path_factory):
     out = str(tmp_path_factory.mktemp("robust") / "run")
     args = [f"--dataset={data}", f"--output_dir={out}", *SEARCH_TINY, *FLAGS]
     killed = kill_when(Background(cli_argv("search", *args), out + "-killed"),
-                       lambda: bool(checkpoint_numbers(out)))
+                       lambda: bool(saved_checkpoints(out)))
     assert killed.returncode == -signal.SIGKILL
     assert checkpoint_numbers(out) == [1]  # mid warm-up epoch (step 1 of 2)
     resumed = check_ok(run_cli("search", *args))

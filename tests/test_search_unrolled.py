@@ -13,7 +13,7 @@ import pytest
 import tensorflow as tf
 
 from helpers import (SEARCH_TINY, Background, check_ok, checkpoint_numbers, cli_argv, kill_when,
-                     read_history, read_json, run_cli, write_cifar_slice)
+                     read_history, read_json, run_cli, saved_checkpoints, write_cifar_slice)
 
 STEPS = 2
 ARGS = [*SEARCH_TINY, "--unrolled", "--epochs=2", f"--steps_per_epoch={STEPS}", "--deterministic",
@@ -48,9 +48,8 @@ def full(data, tmp_path_factory):
 def runs(data, full, tmp_path_factory):
     root = tmp_path_factory.mktemp("unrolled_resumed")
     resumed = str(root / "resumed")
-    epoch1 = os.path.join(resumed, "checkpoints", f"ckpt-{STEPS}.index")
     killed = kill_when(Background(cli_argv("search", *_args(data, resumed)), str(root / "killed")),
-                       lambda: os.path.exists(epoch1))
+                       lambda: STEPS in saved_checkpoints(resumed))
     history_at_kill = read_history(os.path.join(resumed, "history.jsonl"))
     rerun = check_ok(run_cli("search", *_args(data, resumed)))
     return {"full": full, "resumed": resumed, "killed": killed, "rerun": rerun,
