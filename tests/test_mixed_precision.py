@@ -121,13 +121,16 @@ def _step(model, arch_float32=False):
     return BilevelStep(model, weight_opt, arch_opt, BATCH, arch_float32=arch_float32)
 
 
-@pytest.mark.parametrize("unrolled", [False, True], ids=["first_order", "unrolled"])
+@pytest.mark.parametrize("unrolled", [
+    pytest.param(False, id="first_order", marks=pytest.mark.slow), pytest.param(True, id="unrolled")])
 def test_arch_float32_gives_float32s_alpha_step_and_keeps_the_weight_step_bfloat16(
         bfloat16_policy, unrolled):
     """--arch_float32 under mixed_bfloat16: one traced replica_step (both steps in one graph) on a
     bfloat16 supernet moves the alphas as the float32 supernet's step does, to float32 round-off
     (so every sign of the gradient agrees), while its weight step still computes in bfloat16
-    (its update differs from float32's as bfloat16 rounding does)."""
+    (its update differs from float32's as bfloat16 rounding does). The unrolled step runs every
+    kind of pass (w', val at w', the two finite-difference passes) under the switched policy; the
+    first-order case is the same switch around one pass (--run_slow)."""
     bf16 = _supernet(0)
     keras.mixed_precision.set_global_policy("float32")
     f32 = _supernet(0)

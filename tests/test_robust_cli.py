@@ -1,10 +1,10 @@
-"""bin/search with the robust-search flags combined, second order (`--unrolled`) and
-`--deterministic`: one tiny run, SIGKILLed mid-epoch and resumed, which must end bit-identical to
-an uninterrupted run (so every new piece of state - betas, warm-up, ramp positions, Hessian
+"""bin/search with the robust-search flags combined and `--deterministic`: one tiny run,
+SIGKILLed mid-epoch and resumed, which must end bit-identical to an uninterrupted run (so every new piece of state - betas, warm-up, ramp positions, Hessian
 history and vector - is checkpointed), then a DARTS-PT re-selection of the finished run. The
 flags' numbers are unit-tested in test_robust.py; this checks they reach the loop, the history and
-the checkpoint, and survive a resume. (First order and the mirrored strategy with these options:
-test_distribute.py.)"""
+the checkpoint, and survive a resume. (The unrolled step and the mirrored strategy with these
+options: test_distribute.py; `--unrolled` kill + resume through bin/search:
+test_search_unrolled.py.)"""
 
 import json
 import math
@@ -23,7 +23,7 @@ from keras_darts.genotype import load_genotype
 FLAGS = ["--epochs=2", "--steps_per_epoch=2", "--checkpoint_every=1", "--seed=3",
          "--partial_channels=2", "--beta_decay=50", "--aux_skip", "--track_hessian",
          "--hessian_iterations=2", "--early_stop=skip:3", "--arch_warmup_epochs=1", "--max_skip=1",
-         "--unrolled", "--deterministic"]
+         "--deterministic"]
 
 
 def _tensors(run_dir):
