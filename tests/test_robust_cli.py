@@ -129,6 +129,23 @@ def test_perturbation_reselects_a_finished_run_without_touching_it(run):
         assert json.load(f)["config"]["selection"] == "magnitude"  # the run's own record
 
 
+def test_perturbation_selection_under_mirrored_equals_one_device(run, tmp_path):
+    """DARTS-PT measures in cross-replica context on whole batches: re-selecting the same finished
+    run on two replicas (two logical CPUs) picks the same genotype as on one device."""
+    import shutil
+
+    chosen = {}
+    for name, extra in (("one", []), ("mirrored", ["--strategy=mirrored", "--cpu_devices=2"])):
+        out = str(tmp_path / name)
+        shutil.copytree(run["uninterrupted"], out)
+        args = [a for a in run["args"] if not a.startswith("--output_dir=")]
+        check_ok(run_cli("search", *args, f"--output_dir={out}", "--selection=perturbation",
+                         "--selection_finetune_epochs=0", *extra))
+        with open(os.path.join(out, "genotype_perturbation.json")) as f:
+            chosen[name] = json.load(f)
+    assert chosen["mirrored"] == chosen["one"]
+
+
 def test_all_edges_genotype_retrains_and_exports(cifar_dir, tmp_path):
     """A genotype whose second node sums 3 inputs: bin/retrain trains it one step and exports it;
     the SavedModel serves the checkpoint's predictions."""
