@@ -4,6 +4,7 @@ Numbers are worked by hand in the comments; models are tiny (or, for the PC-DART
 parity, built but never run).
 """
 
+import dataclasses
 import json
 import math
 
@@ -244,8 +245,20 @@ def test_pc_darts_preset_and_explicit_flags_win():
     assert SearchConfig.from_options() == SearchConfig()
 
 
+def test_cpu_preset_is_the_search_vs_random_setting():
+    # The flags of benchmarks/search_vs_random.py's run recorded in BUILD_NOTES: the preset must
+    # resolve to exactly them (and only the preset field may differ in config.json).
+    flags = dict(layers=5, init_channels=8, batch_size=64, image_size=16,
+                 arch_learning_rate=3e-3, beta_decay=50.0, epochs=20)
+    c = SearchConfig.from_options(preset="cpu")
+    assert c == dataclasses.replace(SearchConfig.from_options(**flags), preset="cpu")
+    assert c != SearchConfig()
+    c.validate()
+    assert SearchConfig.from_options(preset="cpu", epochs=5).epochs == 5  # explicit flags win
+
+
 @pytest.mark.parametrize("options,message", [
-    (dict(preset="fast"), "--preset=fast: unknown preset; known: pc_darts"),
+    (dict(preset="fast"), "--preset=fast: unknown preset; known: cpu, pc_darts"),
     (dict(partial_channels=3), "--partial_channels=3: must divide --init_channels=16"),
     (dict(arch_warmup_epochs=50), r"--arch_warmup_epochs=50: must be in \[0, --epochs=50\)"),
     (dict(early_stop="skip"), "--early_stop=skip: expected skip:N"),
