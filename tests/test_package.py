@@ -31,6 +31,37 @@ def test_import_after_tensorflow_leaves_the_setting_alone():
     assert _onednn_setting_after("import tensorflow, keras_darts", None) == "None"
 
 
+_WARNED = """
+import warnings
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    {imports}
+from tensorflow.python.util import _pywrap_util_port
+print(_pywrap_util_port.IsMklEnabled(), [str(w.message) for w in caught if "oneDNN" in str(w.message)])
+"""
+
+
+@pytest.mark.parametrize("imports,env_value", [
+    ("import tensorflow, keras_darts", None),  # too late to turn oneDNN on: warned if it is off
+    ("import tensorflow, keras_darts", "0"),  # the user's choice: never warned
+    ("import keras_darts, tensorflow", None),  # the right order: oneDNN on, nothing to say
+])
+def test_warns_when_tensorflow_came_first_with_onednn_off(imports, env_value):
+    env = {k: v for k, v in os.environ.items() if k != "TF_ENABLE_ONEDNN_OPTS"}
+    if env_value is not None:
+        env["TF_ENABLE_ONEDNN_OPTS"] = env_value
+    out = subprocess.run([sys.executable, "-c", _WARNED.format(imports=imports)], cwd=ROOT,
+                         env=env, capture_output=True, text=True, timeout=120, check=True)
+    mkl, messages = out.stdout.strip().splitlines()[-1].split(" ", 1)
+    # On an AVX-512 CPU TF turns oneDNN on by itself, so the first case warns only on older CPUs.
+    expect_warning = env_value is None and imports.startswith("import tensorflow") and mkl == "False"
+    assert (messages != "[]") == expect_warning, out.stdout
+    if expect_warning:
+        assert "import keras_darts first, or set TF_ENABLE_ONEDNN_OPTS=1" in messages
+    if imports.startswith("import keras_darts"):
+        assert mkl == "True"
+
+
 def test_every_config_field_is_a_flag_with_help_and_its_default():
     """One definition: bin/ flags are generated from the config dataclasses (names, defaults,
     help), so the CLI and the Python API cannot drift apart."""
