@@ -223,6 +223,7 @@ def test_mirrored_matches_one_device_first_order_then_unrolled():
                  lambda: keras.optimizers.SGD(learning_rate=1.0, name="arch_sgd"), alpha_tol=1e-5)
 
 
+@pytest.mark.slow  # --run_slow (suite time)
 def test_mirrored_matches_one_device_with_the_robust_search_options():
     """The same check for PC-DARTS (channel slices, shuffle, betas among the architecture
     variables), the DARTS- aux skip and beta-DARTS' regulariser: first order, then unrolled (the
@@ -298,11 +299,13 @@ def test_mixed_precision_search_steps_learn(mode, restore_policy):
         assert float(loss_scale.scale.numpy()) == 1.0
 
 
+@pytest.mark.slow  # --run_slow (suite time; XLA on CPU compiles for minutes)
 def test_jit_compile_search_steps_learn(restore_policy):
     """XLA-compiled gradient functions on CPU (the compile alone takes ~1 minute here)."""
     _search_steps("none", jit_compile=True)
 
 
+@pytest.mark.slow  # --run_slow (suite time)
 def test_arch_float32_under_mirrored_matches_float32_and_restores_the_policies(restore_policy):
     """--arch_float32 with two replicas: MirroredStrategy traces its replicas in threads that take
     turns at each all-reduce, while dtype policies are shared Python state. One traced step of a

@@ -129,6 +129,7 @@ def test_perturbation_reselects_a_finished_run_without_touching_it(run):
         assert json.load(f)["config"]["selection"] == "magnitude"  # the run's own record
 
 
+@pytest.mark.slow  # --run_slow (suite time)
 def test_perturbation_selection_under_mirrored_equals_one_device(run, tmp_path):
     """DARTS-PT measures in cross-replica context on whole batches: re-selecting the same finished
     run on two replicas (two logical CPUs) picks the same genotype as on one device."""

@@ -138,6 +138,7 @@ def _check_retrain_equals(run_dir, reference):
     assert_same_tensors(checkpoint_tensors(run_dir), checkpoint_tensors(reference))
 
 
+@pytest.mark.slow  # --run_slow (suite time)
 def test_search_sigkill_at_a_random_step_then_resume_equals_uninterrupted(search_pair, data,
                                                                           tmp_path):
     k = random.Random(KILL_SEED).randint(1, 2 * STEPS - 1)  # a checkpoint of a mid-run step

@@ -69,6 +69,7 @@ def test_unrolled_search_runs_and_learns_alphas(full):
     assert read_json(os.path.join(full, "genotype.json")) == history[-1]["genotype"]
 
 
+@pytest.mark.slow  # --run_slow (suite time)
 def test_unrolled_search_killed_after_epoch_1_resumes_bit_identical(runs):
     """Two more unrolled runs (~85 s CPU): a SIGKILL after epoch 1 and the rerun, which must end
     bit-identical to the uninterrupted --deterministic run (issue 11 asks for this end to end)."""
