@@ -6,6 +6,8 @@ import time
 
 from absl import flags
 
+from keras_darts import onednn_enabled
+
 
 def define_step_flags():
     """The flags both step benchmarks share (how long to time, where and how the step runs)."""
@@ -86,11 +88,3 @@ def machine():
     return {"cpu": model, "cpus": os.cpu_count(), "avx512f": "avx512f" in flags,
             "avx512_bf16": "avx512_bf16" in flags, "load_avg_1m": round(os.getloadavg()[0], 2),
             "onednn": onednn_enabled()}
-
-
-def onednn_enabled():
-    try:
-        from tensorflow.python.util import _pywrap_util_port
-        return bool(_pywrap_util_port.IsMklEnabled())
-    except ImportError:  # private API; the figure is informative only
-        return None

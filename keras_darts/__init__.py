@@ -18,26 +18,24 @@ if "tensorflow" not in sys.modules:
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
 
-def _onednn_off_warning():
-    """The warning for a TensorFlow imported before keras_darts with oneDNN off (too late to turn
-    it on), or None. An explicit TF_ENABLE_ONEDNN_OPTS=0 is the user's choice and not warned."""
-    if "tensorflow" not in sys.modules or os.environ.get("TF_ENABLE_ONEDNN_OPTS") == "0":
-        return None
+def onednn_enabled():
+    """Whether TensorFlow runs its oneDNN CPU kernels (imports TF); None if this build cannot say."""
     try:
-        from tensorflow.python.util import _pywrap_util_port  # what TF itself reads
-        if _pywrap_util_port.IsMklEnabled():
-            return None
-    except (ImportError, AttributeError):  # another TF build: nothing to say
+        from tensorflow.python.util import _pywrap_util_port  # what TF itself reads (private)
+        return bool(_pywrap_util_port.IsMklEnabled())
+    except (ImportError, AttributeError):
         return None
-    return ("TensorFlow was imported before keras_darts with its oneDNN CPU kernels off, so CPU "
-            "steps run 3-5x slower: import keras_darts first, or set TF_ENABLE_ONEDNN_OPTS=1 "
-            "before Python starts")
 
 
-if _onednn_off_warning():
+# TensorFlow imported first with oneDNN off: too late to turn it on, so say so. An explicit
+# TF_ENABLE_ONEDNN_OPTS=0 is the user's choice and not warned.
+if ("tensorflow" in sys.modules and os.environ.get("TF_ENABLE_ONEDNN_OPTS") != "0"
+        and onednn_enabled() is False):
     import warnings
 
-    warnings.warn(_onednn_off_warning(), RuntimeWarning, stacklevel=2)
+    warnings.warn("TensorFlow was imported before keras_darts with its oneDNN CPU kernels off, so "
+                  "CPU steps run 3-5x slower: import keras_darts first, or set "
+                  "TF_ENABLE_ONEDNN_OPTS=1 before Python starts", RuntimeWarning, stacklevel=2)
 
 _API = ("search", "retrain", "build_model", "Genotype", "DropPathSchedule", "SearchResult",
         "RetrainResult")

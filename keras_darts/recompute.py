@@ -37,8 +37,8 @@ def call_with_recompute(layer, fn, *inputs):
     changed = []  # indices of the state variables the forward pass updates (found when traced)
 
     def forward(args):
-        values = args[n_in:n_in + n_w], args[n_in + n_w:]
-        mapping = list(zip(trainable, values[0])) + list(zip(state, values[1]))
+        mapping = (list(zip(trainable, args[n_in:n_in + n_w]))
+                   + list(zip(state, args[n_in + n_w:])))
         with keras.StatelessScope(mapping) as scope:
             initial = [scope.get_current_value(v) for v in state]
             out = fn(*args[:n_in])
