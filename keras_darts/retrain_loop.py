@@ -18,6 +18,7 @@ from keras_darts import run_utils
 from keras_darts.config import RETRAIN_RESUME_NEUTRAL, RetrainConfig, parse_formats  # noqa: F401
 from keras_darts.io_utils import atomic_write_json
 from keras_darts.latency import retrain_cost_fields
+from keras_darts.loop_timing import LoopTimer, timing_scalars, waited
 from keras_darts.network import count_parameters
 from keras_darts.retrain_run import RetrainRun, model_record  # noqa: F401 (re-export)
 
@@ -97,7 +98,8 @@ def _retrain(retrain, write_dir, resuming, quiet):
         bar = keras.utils.Progbar(retrain.steps, verbose=verbose, stateful_metrics=["loss", "acc"])
         t0 = time.time()
         step = start_step
-        for batch in retrain.epoch_dataset(epoch, start_step):
+        timer = LoopTimer()
+        for batch in timer.batches(retrain.epoch_dataset(epoch, start_step)):
             logs = {k: float(v) for k, v in retrain._train_fn(batch).items()}
             run_utils.check_finite({"train loss": logs["loss_sum"]}, epoch + 1, step + 1, manager)
             sums += [logs["loss_sum"], logs["correct"], logs["count"]]
@@ -110,10 +112,11 @@ def _retrain(retrain, write_dir, resuming, quiet):
         test = retrain.evaluate()
         record = {"epoch": epoch + 1, "learning_rate": lr, "drop_path_prob": drop_prob,
                   "train_loss": sums[0] / sums[2], "train_accuracy": sums[1] / sums[2], **test,
-                  "epoch_time_s": time.time() - t0}
+                  "epoch_time_s": time.time() - t0, "timing": timer.record()}
         summaries.scalars({f"retrain/{k}": record[k] for k in (
             "train_loss", "train_accuracy", "test_loss", "test_accuracy", "test_top5_accuracy",
             "learning_rate", "drop_path_prob")}, epoch + 1)
+        summaries.scalars(timing_scalars(record["timing"]), epoch + 1)
         summaries.flush()
         retrain.elapsed.assign_add(record["epoch_time_s"])
         retrain.epoch.assign(epoch + 1)
@@ -123,7 +126,7 @@ def _retrain(retrain, write_dir, resuming, quiet):
         print(f"epoch {epoch + 1}: train loss {record['train_loss']:.4f} acc "
               f"{record['train_accuracy']:.2%} | test loss {test['test_loss']:.4f} acc "
               f"{test['test_accuracy']:.2%} top-5 {test['test_top5_accuracy']:.2%} | "
-              f"{record['epoch_time_s']:.1f}s", flush=True)
+              f"{record['epoch_time_s']:.1f}s{waited(record['timing'])}", flush=True)
     if test is None:  # already finished: report what metrics.json says
         print(f"retrain already finished ({config.epochs} epochs): {metrics_path}")
         metrics = _read_metrics(metrics_path) or retrain.evaluate()
@@ -131,6 +134,7 @@ def _retrain(retrain, write_dir, resuming, quiet):
         metrics = {**test, **retrain_cost_fields(retrain), "parameters": params, "epochs": config.epochs,
                    # Training + evaluation time over all sessions of this run (checkpointed).
                    "wall_time_s": round(float(retrain.elapsed.numpy()), 1),
+                   "last_epoch_timing": record["timing"],
                    "genotype": retrain.record["genotype"]}
         if chief:
             atomic_write_json(metrics_path, metrics)

@@ -22,6 +22,7 @@ from keras_darts.config import SEARCH_RESUME_NEUTRAL, SearchConfig  # noqa: F401
 from keras_darts.cost.derived import cost_record
 from keras_darts.errors import UserError
 from keras_darts.io_utils import atomic_append_jsonl
+from keras_darts.loop_timing import LoopTimer, timing_scalars, waited
 from keras_darts.ops import PRIMITIVES
 from keras_darts.search_costs import LATENCY_TABLE_FILE
 from keras_darts import robust_search, selection
@@ -97,7 +98,8 @@ def _search(search, write_dir, resuming, quiet):
         step = start_step
         search.robust.begin_epoch(epoch)
         train_fn = search._train_fn if search.robust.arch_updates(epoch) else search._warmup_fn
-        for batch in search.epoch_dataset(epoch, start_step):
+        timer = LoopTimer()
+        for batch in timer.batches(search.epoch_dataset(epoch, start_step)):
             logs = train_fn(batch)
             values = {k: float(v) for k, v in logs.items()}
             run_utils.check_finite({"train loss": values["train_loss_sum"],
@@ -130,7 +132,7 @@ def _search(search, write_dir, resuming, quiet):
             "genotype_cost": cost_record(search.costs.genotype_cost(genotype)),
         }
         fields, stop = search.robust.end_epoch(epoch, genotype, robust_search.past_genotypes(history_path))
-        record.update(fields, epoch_time_s=time.time() - t0)
+        record.update(fields, epoch_time_s=time.time() - t0, timing=timer.record())
         if stop is not None:
             record["early_stop"] = {k: stop[k] for k in ("rule", "epoch", "reason")}
             genotype = genotype_lib.genotype_from_dict(stop["genotype"])
@@ -148,7 +150,7 @@ def _search(search, write_dir, resuming, quiet):
         manager.save(checkpoint_number=(epoch + 1) * search.steps)
         print(f"epoch {epoch + 1}: train loss {record['train_loss']:.4f} acc "
               f"{record['train_accuracy']:.2%} | val loss {val_loss:.4f} acc {val_acc:.2%} | "
-              f"{record['epoch_time_s']:.1f}s | genotype {genotype}", flush=True)
+              f"{record['epoch_time_s']:.1f}s{waited(record['timing'])} | genotype {genotype}", flush=True)
         if stop is not None:
             print(robust_search.stop_message(stop, epoch, genotype_path), flush=True)
             break
@@ -171,6 +173,7 @@ def _epoch_summaries(summaries, record, alphas_normal, alphas_reduce, genotype):
         "arch_val_accuracy", "learning_rate") if record[k] is not None}, epoch)
     summaries.scalars({f"cost/expected_{k}": v for k, v in record["expected_cost"].items()}, epoch)
     summaries.scalars(robust_search.summary_scalars(record), epoch)
+    summaries.scalars(timing_scalars(record["timing"]), epoch)
     for cell, alphas in (("normal", alphas_normal), ("reduce", alphas_reduce)):
         summaries.scalars({f"alphas_{cell}/{op}": w for op, w in
                            visualize.per_op_mean_weights(alphas, PRIMITIVES).items()}, epoch)

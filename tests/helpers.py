@@ -187,7 +187,7 @@ def read_json(path):
         return json.load(f)
 
 
-def read_history(path, drop=("epoch_time_s",)):
+def read_history(path, drop=("epoch_time_s", "timing")):
     """history.jsonl records without the wall-clock fields."""
     with open(path) as f:
         records = [json.loads(line) for line in f if line.strip()]

@@ -107,8 +107,8 @@ MAX_LINES = 300
 # Lowest first; a module may import from its own layer and the layers below, never above:
 # loops -> training machinery -> models -> ops, with data and genotype below them all.
 LAYERS = (
-    ("base", {"errors", "io_utils", "flags", "config", "data_config", "genotype", "random_cells",
-              "data", "cost", "search_options"}),
+    ("base", {"errors", "io_utils", "loop_timing", "flags", "config", "data_config", "genotype",
+              "random_cells", "data", "cost", "search_options"}),
     ("ops", {"ops", "recompute"}),  # recompute: a layer-call wrapper the models use
     ("models", {"network", "search_cells", "supernet", "partial_channels"}),
     ("training", {"architect", "unrolled", "gradients", "optimizers", "run_utils", "distribute",

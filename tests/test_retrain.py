@@ -133,6 +133,10 @@ def test_metrics_json(tiny):
     assert 0 <= metrics["test_accuracy"] <= metrics["test_top5_accuracy"] <= 1
     assert math.isfinite(metrics["test_loss"])
     assert 0 < metrics["wall_time_s"] <= tiny.elapsed + 1
+    timing = metrics["last_epoch_timing"]  # the loop's own timing of the last epoch
+    assert timing["steps"] == 2  # steps_per_epoch
+    assert 0 < timing["step_median_s"] <= timing["step_total_s"] < metrics["wall_time_s"]
+    assert 0 <= timing["input_wait_max_s"] <= timing["input_wait_s"] < metrics["wall_time_s"]
     assert metrics["genotype"] == GENOTYPE_1NODE
     model, record = _restored_model(tiny.run_dir)
     assert record["auxiliary"] is True and model.auxiliary_head is not None

@@ -126,6 +126,10 @@ def test_search_writes_config_history_genotype_checkpoints_and_tensorboard(finis
         for key in ("train_loss", "train_accuracy", "val_loss", "val_accuracy"):
             assert math.isfinite(h[key])
         assert 0 <= h["train_accuracy"] <= 1 and 0 <= h["val_accuracy"] <= 1
+        timing = h["timing"]  # 2 steps per epoch, each timed (wait for the batch, loop body)
+        assert timing["steps"] == 2
+        assert 0 < timing["step_median_s"] <= timing["step_total_s"] < h["epoch_time_s"]
+        assert timing["step_total_s"] + timing["input_wait_s"] < h["epoch_time_s"]
         for key in ("alphas_normal", "alphas_reduce"):
             alphas = np.array(h[key])
             assert alphas.shape == (5, 8)  # 2 + 3 edges for 2 nodes, 8 primitives
