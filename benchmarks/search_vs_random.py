@@ -30,6 +30,11 @@ the protocol flags above and the genotype) itself and refuses them there.
 with heldout, the held-out part is the last --heldout_size of those), written once to
 WORK_DIR/data/ with the full test split.
 
+--jobs=N runs N searches/retrains at a time (each a process that takes every core it can get).
+On a 2-core CPU two at a time finish the set sooner; the minutes in the table are then those of
+a shared machine (the budget a user pays for the pair), and the searched cells' retrains come
+after the random and named ones, so they rarely wait for their search.
+
 Resumable: rerun the same command. A search is finished when its config.json matches this
 command's search config and history.jsonl has all epochs (and genotype.json is valid); a retrain
 when its config.json matches (genotype compared by content) and metrics.json exists. Unfinished
@@ -84,6 +89,9 @@ _TRAIN_IMAGES = flags.DEFINE_integer("train_images", None, "Use only the first N
                                      "(written once to WORK_DIR/data/).")
 _HELDOUT = flags.DEFINE_integer("heldout_size", 5000, "With --select_on=heldout: training images "
                                 "held out for scoring.")
+_JOBS = flags.DEFINE_integer("jobs", 1, "Runs at a time. Each takes every core it can get; on a "
+                             "2-core CPU two at a time finish the set sooner, but every run's "
+                             "minutes then count a shared machine.")
 
 
 def main(argv):
@@ -101,7 +109,7 @@ def main(argv):
         retrain_batch_size=_BATCH.value, retrain_seed=_SEED.value,
         retrain_args=_RETRAIN_ARGS.value, select_on=_SELECT_ON.value,
         heldout_size=_HELDOUT.value, tag=_TAG.value, train_images=_TRAIN_IMAGES.value,
-        log=lambda line: print(line, flush=True))
+        jobs=_JOBS.value, log=lambda line: print(line, flush=True))
 
 
 if __name__ == "__main__":

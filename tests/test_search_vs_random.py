@@ -8,6 +8,8 @@ import os
 import shlex
 import subprocess
 import sys
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -202,6 +204,58 @@ def test_failed_run_reports_its_last_log_line(tmp_path):
     assert str(e.value) == (f"search seed 1 failed (exit 2): error: --dataset=x: no such file or "
                             f"directory (log: {log}); fix it and rerun to resume")
     assert tools.calls == ["search:seed_0", "search:seed_1"]
+
+
+class Concurrent:
+    """Wraps a runner: each launch takes `seconds`; records how many ran at once and when each
+    started and ended."""
+
+    def __init__(self, runner, seconds=0.15, quick=()):
+        self.runner, self.seconds, self.quick = runner, seconds, set(quick)
+        self.lock, self.running, self.most, self.spans = threading.Lock(), 0, 0, {}
+
+    def __call__(self, argv, log_path):
+        name = os.path.basename(log_path).removesuffix(".log")
+        with self.lock:
+            self.running += 1
+            self.most = max(self.most, self.running)
+        start = time.monotonic()
+        time.sleep(0 if name in self.quick else self.seconds)
+        code = self.runner(argv, log_path)
+        with self.lock:
+            self.running -= 1
+            self.spans[name] = (start, time.monotonic())
+        return code
+
+
+def test_jobs_run_side_by_side_and_a_cell_after_its_search(tmp_path):
+    tools = FakeTools()
+    runner = Concurrent(tools)
+    svr.run(runner=runner, jobs=2, **bench_kwargs(tmp_path))
+    assert runner.most == 2  # never more than --jobs
+    assert sorted(tools.calls) == sorted([
+        "search:seed_0", "search:seed_1", "retrain:search_seed_0", "retrain:search_seed_1",
+        "retrain:random_0", "retrain:random_1", "retrain:named_DARTS_V2"])
+    # Random and named cells are queued before the searched ones; each searched cell's retrain
+    # starts only once its search has ended.
+    assert tools.calls[:2] == ["search:seed_0", "search:seed_1"]
+    assert tools.calls.index("retrain:random_0") < tools.calls.index("retrain:search_seed_0")
+    for seed in (0, 1):
+        assert runner.spans[f"retrain_search_seed_{seed}"][0] >= runner.spans[f"search_seed_{seed}"][1]
+    again = FakeTools()
+    svr.run(runner=again, jobs=2, **bench_kwargs(tmp_path))
+    assert again.calls == []  # resume is the same with jobs
+
+
+def test_after_a_failure_with_jobs_no_new_run_starts(tmp_path):
+    tools = FakeTools(fail="seed_0")
+    with pytest.raises(UserError, match=r"^search seed 0 failed \(exit 2\)"):
+        svr.run(runner=Concurrent(tools, quick={"search_seed_0"}), jobs=2, **bench_kwargs(tmp_path))
+    # seed 1 was already running beside it and finishes; nothing is launched after the failure
+    # (seed 0 fails at once, so the failure is in before seed 1 frees its worker).
+    assert sorted(tools.calls) == ["search:seed_0", "search:seed_1"]
+    with pytest.raises(UserError, match=r"^--jobs=0: must be >= 1$"):
+        svr.run(runner=tools, jobs=0, **bench_kwargs(tmp_path))
 
 
 def test_figures_come_from_the_runs_metrics(tmp_path):

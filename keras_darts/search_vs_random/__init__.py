@@ -24,7 +24,7 @@ SELECT_ON = {"test": "test_accuracy", "search_val": "search_val_accuracy",
 def run(work_dir, dataset="cifar10", data_dir=None, search_seeds=2, search_args="", random=5,
         random_seed=0, named=(), retrain_layers=8, retrain_channels=16, retrain_epochs=10,
         retrain_batch_size=96, retrain_seed=0, retrain_args="", select_on="test",
-        heldout_size=5000, tag="", train_images=None, runner=None, log=print):
+        heldout_size=5000, tag="", train_images=None, jobs=1, runner=None, log=print):
     """Runs (or resumes) the benchmark; returns (rows, summary dict). Flags: the script's."""
     if not work_dir:
         raise UserError("--work_dir is required")
@@ -33,6 +33,8 @@ def run(work_dir, dataset="cifar10", data_dir=None, search_seeds=2, search_args=
     for flag, value in (("--search_seeds", search_seeds), ("--random", random)):
         if value < 0:
             raise UserError(f"{flag}={value}: must be >= 0")
+    if jobs < 1:
+        raise UserError(f"--jobs={jobs}: must be >= 1")
     if train_images is not None and train_images < 1:
         raise UserError(f"--train_images={train_images}: must be >= 1")
     if os.path.exists(work_dir) and not os.path.isdir(work_dir):
@@ -52,7 +54,7 @@ def run(work_dir, dataset="cifar10", data_dir=None, search_seeds=2, search_args=
     bench = Benchmark(layout, search, search_argv, retrain, retrain_argv, range(search_seeds),
                       random, random_seed, named, retrain_cells=select_on != "search_val",
                       log=log, **kwargs)
-    bench.execute()
+    bench.execute(jobs)
     score = SELECT_ON[select_on]
     rows = summary.collect_rows(layout, bench.runs, bench.search_seeds, score)
     result = {**summary.summarize(rows, score), "select_on": select_on, "tag": tag,

@@ -5,11 +5,13 @@ as a user's would; memory is returned between runs). The runner that launches th
 so tests check the plan and the resume logic without TensorFlow.
 """
 
+import concurrent.futures
 import dataclasses
 import os
 import re
 import subprocess
 import sys
+import threading
 import time
 
 from keras_darts import genotype as genotype_lib
@@ -210,18 +212,53 @@ class Benchmark:
         for run in self.runs:  # a searched cell's retrain only once its genotype exists
             self.retrain_finished(run)
 
-    def execute(self):
+    def _search_task(self, seed):
+        what = self.layout.search_label(seed)
+        if self.search_finished(seed):
+            self.log(f"{what}: finished, skipped")
+        else:
+            self._launch(f"search_{self.layout.search_id(seed)}", self.search_command(seed), what)
+
+    def _retrain_task(self, run):
+        # Checked when it is its turn: a searched cell's genotype exists only after its search.
+        if self.retrain_finished(run):
+            self.log(f"retrain {run.label}: finished, skipped")
+        else:
+            self._launch(f"retrain_{run.name}", self.retrain_command(run), f"retrain {run.label}")
+
+    def execute(self, jobs=1):
+        """Runs what is unfinished, `jobs` runs at a time. One run: searches, then their cells'
+        retrains, then the random and named cells'. Several: the random and named cells go before
+        the searched ones, which then rarely wait for their search. After a failure no new run
+        starts; the running ones finish, then the first failure is raised."""
+        if jobs < 1:
+            raise UserError(f"--jobs={jobs}: must be >= 1")
         if any(run.kind == "random" for run in self.runs):
             write_random_cells(self.layout, self.n_random, self.random_seed, self.search.nodes)
         self.check_all()
-        for seed in self.search_seeds:
-            what = self.layout.search_label(seed)
-            if self.search_finished(seed):
-                self.log(f"{what}: finished, skipped")
-            else:
-                self._launch(f"search_{self.layout.search_id(seed)}", self.search_command(seed), what)
-        for run in self.runs:
-            if self.retrain_finished(run):
-                self.log(f"retrain {run.label}: finished, skipped")
-            else:
-                self._launch(f"retrain_{run.name}", self.retrain_command(run), f"retrain {run.label}")
+        searched = [r for r in self.runs if r.kind == "searched"]
+        others = [r for r in self.runs if r.kind != "searched"]
+        failures, lock = [], threading.Lock()
+        searches = {}
+
+        def task(fn, arg, after=None, done=None):
+            try:
+                if after is not None:
+                    after.wait()  # submitted after its search, so that search holds a worker
+                if not failures:
+                    fn(arg)
+            except Exception as e:  # noqa: BLE001 (re-raised below, in the caller's thread)
+                with lock:
+                    failures.append(e)
+            finally:
+                if done is not None:
+                    done.set()
+
+        with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
+            for seed in self.search_seeds:
+                searches[seed] = threading.Event()
+                pool.submit(task, self._search_task, seed, done=searches[seed])
+            for run in (searched + others if jobs == 1 else others + searched):
+                pool.submit(task, self._retrain_task, run, after=searches.get(run.seed))
+        if failures:
+            raise failures[0]
