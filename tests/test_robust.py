@@ -249,7 +249,7 @@ def test_cpu_preset_is_the_search_vs_random_setting():
     # The flags of benchmarks/search_vs_random.py's run recorded in BUILD_NOTES: the preset must
     # resolve to exactly them (and only the preset field may differ in config.json).
     flags = dict(layers=5, init_channels=8, batch_size=64, image_size=16,
-                 arch_learning_rate=3e-3, beta_decay=50.0, epochs=20)
+                 arch_learning_rate=3e-3, max_skip=2, epochs=15)
     c = SearchConfig.from_options(preset="cpu")
     assert c == dataclasses.replace(SearchConfig.from_options(**flags), preset="cpu")
     assert c != SearchConfig()
