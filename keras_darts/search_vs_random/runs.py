@@ -230,9 +230,8 @@ class Benchmark:
         """Runs what is unfinished, `jobs` runs at a time. One run: searches, then their cells'
         retrains, then the random and named cells'. Several: the random and named cells go before
         the searched ones, which then rarely wait for their search. After a failure no new run
-        starts; the running ones finish, then the first failure is raised."""
-        if jobs < 1:
-            raise UserError(f"--jobs={jobs}: must be >= 1")
+        starts; the running ones finish, then the first failure is raised. (`run` checks `jobs`
+        before anything is written.)"""
         if any(run.kind == "random" for run in self.runs):
             write_random_cells(self.layout, self.n_random, self.random_seed, self.search.nodes)
         self.check_all()
