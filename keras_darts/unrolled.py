@@ -10,8 +10,13 @@ The weights are never written: w', w+ and w- are tensors fed to `model.stateless
 BatchNorm running statistics follow the reference (`architect.py` there): the pass that computes w'
 (live model, train batch) and both finite-difference passes (live model at w+ then w-, train batch)
 update the live statistics, in that order; the val pass on w' runs on a copy of the model there, so
-its statistics are dropped here. In training mode BN normalises with batch statistics, so none of
-this changes a gradient.
+its statistics are dropped here. The stateless passes thread the statistics as tensors; the
+finite-difference pair writes its final ones back. In training mode BN normalises with batch
+statistics, so none of this changes a gradient.
+
+The two finite-difference passes are one pass at two weight values, run as the two iterations of
+a `tf.while_loop`, so the step's graph holds that pass once (BUILD_NOTES, "The finite-difference
+passes in one loop").
 
 Architecture regularizers (BilevelStep's `arch_regularizers`) are added to L_val in the w' pass.
 They depend on the alphas only, so they contribute their plain gradient dR/da and leave v alone.
@@ -41,21 +46,32 @@ def fd_epsilon(v):
 
 
 def hessian_vector_terms(step, weights, v, eps, x, y):
-    """grad_a L_train at w + eps*v and at w - eps*v (all-reduced, unscaled), on the live model's
-    running statistics, which both passes update in sequence (written back at the end)."""
-    non_trainable = step.non_trainable_values()
-    w_plus = [w + tf.cast(eps, w.dtype) * g for w, g in zip(weights, v)]
-    g_plus, _, _, non_trainable = step.stateless_gradients(w_plus, non_trainable, x, y,
-                                                           wrt_weights=False)
-    # The two passes are independent, so the executor would interleave them and hold both
-    # passes' activations at once; running the second after the first keeps peak memory at
-    # one pass (BUILD_NOTES, "Benchmarks": 13.5 GB before, at 8 cells, C=16, batch 64).
-    with tf.control_dependencies(g_plus):
-        w_minus = [w - tf.cast(eps, w.dtype) * g for w, g in zip(weights, v)]
-    g_minus, _, _, non_trainable = step.stateless_gradients(w_minus, non_trainable, x, y,
-                                                            wrt_weights=False)
+    """grad_a L_train(w + eps*v) - grad_a L_train(w - eps*v) (unscaled, not all-reduced), on the
+    live model's running statistics, which both passes update in sequence (written back at the
+    end).
+
+    The two passes are one pass at two weight values, so they are the two iterations of a
+    `tf.while_loop`: its body is traced and instantiated once, where two calls would put two copies
+    of the pass in the step's graph (at 8/16/64 that graph, not the activations, is most of the
+    unrolled step's memory: BUILD_NOTES, "The memory is the graph"). `parallel_iterations=1` runs
+    the second after the first, so peak memory holds one pass's activations (the executor would
+    otherwise interleave the independent passes: 13.5 GB instead of 10.6 at 8/16/64).
+    w - eps*v is computed as w + (-eps)*v and the difference as (0 + g+) - g-: the same floats.
+    """
+    def fd_pass(i, diff, non_trainable):
+        sign = 1.0 - 2.0 * tf.cast(i, tf.float32)  # +1, then -1
+        shifted = [w + tf.cast(sign * eps, w.dtype) * g for w, g in zip(weights, v)]
+        g, _, _, non_trainable = step.stateless_gradients(shifted, non_trainable, x, y,
+                                                          wrt_weights=False)
+        diff = [d + tf.cast(sign, d.dtype) * g for d, g in zip(diff, step.unscale(g))]
+        return i + 1, diff, non_trainable
+
+    zeros = [tf.zeros_like(a.value) for a in step.model.arch_variables]
+    _, diff, non_trainable = tf.while_loop(
+        lambda i, *_: i < 2, fd_pass, (tf.constant(0), zeros, step.non_trainable_values()),
+        parallel_iterations=1)
     step.assign_bn_statistics(non_trainable)
-    return step.unscale(g_plus), step.unscale(g_minus)
+    return diff
 
 
 def unrolled_arch_gradients(step, train_batch, val_batch):
@@ -78,6 +94,6 @@ def unrolled_arch_gradients(step, train_batch, val_batch):
     d_alpha = step.unscale(d_alpha)
     v = all_reduce_sum(step.unscale(v))  # the global gradient w.r.t. w'
     eps = fd_epsilon(v)
-    g_plus, g_minus = hessian_vector_terms(step, weights, v, eps, x_train, y_train)
-    grads = [da - xi * (gp - gm) / (2.0 * eps) for da, gp, gm in zip(d_alpha, g_plus, g_minus)]
+    diff = hessian_vector_terms(step, weights, v, eps, x_train, y_train)
+    grads = [da - xi * d / (2.0 * eps) for da, d in zip(d_alpha, diff)]
     return all_reduce_sum(grads), logits

@@ -26,6 +26,9 @@ from helpers import GENOTYPE_1NODE
 NUM_CLASSES, BATCH, SIZE = 3, 8, 8
 RTOL = 1e-5  # float32 round-off of a few hundred accumulated terms, relative to each array's max
 ATOL = 1e-7  # ... plus round-off of O(1) terms in arrays that are nearly zero (some BN means)
+# The unrolled gradient's finite difference (g+ - g-) * xi / (2 eps) multiplies the round-off of g+-
+# by xi * ||v|| / 0.02: traced on an AMX Xeon the two differ by 1.3e-5 of the max.
+RTOL_FD = 5e-5
 
 
 def _batch(seed):
@@ -43,11 +46,11 @@ def _restore(model, snapshot):
         v.assign(value)
 
 
-def _assert_close(plain, recomputed, names, what):
+def _assert_close(plain, recomputed, names, what, rtol=RTOL):
     assert len(plain) == len(recomputed)
     for a, b, name in zip(plain, recomputed, names):
         a, b = np.asarray(a), np.asarray(b)
-        atol = RTOL * float(np.max(np.abs(a))) + ATOL
+        atol = rtol * float(np.max(np.abs(a))) + ATOL
         np.testing.assert_allclose(b, a, rtol=0, atol=atol, err_msg=f"{what}: {name}")
 
 
@@ -149,7 +152,8 @@ def test_unrolled_gradient_matches(supernet, traced):
             np.testing.assert_array_equal(v.numpy(), snapshot[index[id(v)]])
     model.recompute = False
     _restore(model, snapshot)
-    _assert_close(grads[False], grads[True], ["alphas_normal", "alphas_reduce"], "unrolled gradient")
+    _assert_close(grads[False], grads[True], ["alphas_normal", "alphas_reduce"], "unrolled gradient",
+                  rtol=RTOL_FD)
     _assert_close(stats[False], stats[True], range(len(stats[False])), "BN statistics")
     assert all(np.max(np.abs(g)) > 1e-4 for g in grads[True])
 

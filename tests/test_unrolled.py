@@ -220,3 +220,23 @@ def test_bn_running_statistics_follow_the_reference_sequence(unrolled_run, model
     for i, v in enumerate(model.non_trainable_variables):  # the alphas are untouched
         if i not in index:
             np.testing.assert_array_equal(r["stats_after"][i], r["stats_before"][i])
+
+
+def _op_count(concrete, op_type):
+    graph = concrete.graph.as_graph_def()
+    return (sum(n.op == op_type for n in graph.node)
+            + sum(n.op == op_type for f in graph.library.function for n in f.node_def))
+
+
+def test_traced_unrolled_gradient_holds_three_supernet_passes(model):
+    """The unrolled gradient runs four passes (w', val at w', w+, w-); the last two are the two
+    iterations of one loop, so its graph, which is most of the step's memory at the paper's
+    setting, holds three copies of the supernet's forward pass, not four (BUILD_NOTES, "The
+    finite-difference passes in one loop")."""
+    step = _step(model)
+    one_pass = _op_count(tf.function(lambda x: model(x, training=True)).get_concrete_function(
+        TRAIN[0]), "DepthwiseConv2dNative")
+    unrolled = _op_count(tf.function(step.arch_gradients).get_concrete_function(TRAIN, VAL),
+                         "DepthwiseConv2dNative")
+    assert one_pass > 10
+    assert unrolled == 3 * one_pass, (unrolled, one_pass)
