@@ -92,7 +92,7 @@ def main(argv):
     stages.mark("build model + optimisers")
     batch = next(iter(search.epoch_dataset(0, 0)))
     stages.mark("first batch")
-    search._train_fn.get_concrete_function(batch)
+    search._train_fn.trace(batch)
     stages.mark("trace")
     float(search._train_fn(batch)["train_loss_sum"])
     stages.mark("first step (optimise + run)")

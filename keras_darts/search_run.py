@@ -12,6 +12,7 @@ from keras_darts import run_utils
 from keras_darts.architect import BilevelStep
 from keras_darts.errors import UserError
 from keras_darts.gradients import LossScale
+from keras_darts.lean_function import LeanFunction
 from keras_darts.optimizers import EpochCosineDecay, EpochLearningRate, TorchSGD, arch_adam
 from keras_darts.search_costs import SearchCosts
 from keras_darts import robust_search
@@ -72,7 +73,8 @@ class SearchRun:
                 step_in_epoch=self.step_in_epoch, epoch_sums=self.sums,
                 loss_scale=self.loss_scale.scale, loss_scale_good_steps=self.loss_scale.good_steps,
                 **self.robust.checkpoint_items())
-        self._train_fn = tf.function(self._distributed_step)
+        # The step's traced Python graph is dropped once the runtime has it (lean_function.py).
+        self._train_fn = LeanFunction(self._distributed_step)
         self._warmup_fn = robust_search.weight_only_step(self)
         self._eval_fn = tf.function(self._distributed_eval)
 

@@ -113,7 +113,7 @@ LAYERS = (
     ("models", {"network", "search_cells", "supernet", "partial_channels"}),
     ("training", {"architect", "unrolled", "gradients", "optimizers", "run_utils", "distribute",
                   "cost_penalty", "latency", "search_costs", "guards", "hessian",
-                  "robust_search", "selection"}),
+                  "robust_search", "selection", "lean_function"}),
     ("loops", {"search_loop", "search_run", "retrain_loop", "retrain_run", "export", "visualize",
                "search_vs_random"}),
     ("api", {"api"}),  # the Python API over the loops (bin/ calls it)
