@@ -15,8 +15,8 @@ finite-difference pair writes its final ones back. In training mode BN normalise
 statistics, so none of this changes a gradient.
 
 The two finite-difference passes are one pass at two weight values, run as the two iterations of
-a `tf.while_loop`, so the step's graph holds that pass once (BUILD_NOTES, "The finite-difference
-passes in one loop").
+a `tf.while_loop`, so the step's graph holds that pass once (BUILD_NOTES, "The unrolled step's
+memory, this session").
 
 Architecture regularizers (BilevelStep's `arch_regularizers`) are added to L_val in the w' pass.
 They depend on the alphas only, so they contribute their plain gradient dR/da and leave v alone.

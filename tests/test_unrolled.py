@@ -231,8 +231,8 @@ def _op_count(concrete, op_type):
 def test_traced_unrolled_gradient_holds_three_supernet_passes(model):
     """The unrolled gradient runs four passes (w', val at w', w+, w-); the last two are the two
     iterations of one loop, so its graph, which is most of the step's memory at the paper's
-    setting, holds three copies of the supernet's forward pass, not four (BUILD_NOTES, "The
-    finite-difference passes in one loop")."""
+    setting, holds three copies of the supernet's forward pass, not four (BUILD_NOTES, "The unrolled
+    step's memory, this session")."""
     step = _step(model)
     one_pass = _op_count(tf.function(lambda x: model(x, training=True)).get_concrete_function(
         TRAIN[0]), "DepthwiseConv2dNative")
