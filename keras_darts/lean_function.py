@@ -9,10 +9,10 @@ the FunctionDef with the TensorFlow runtime, which instantiates and runs it from
 contract and the captured inputs, drops the rest before the first call, and calls the runtime
 function as `call_flat` does in eager mode. The same FunctionDef runs, so results are identical.
 
-Measured at 8 cells, C=16, batch 64, unrolled with `--recompute`: peak RSS 6,636 -> 6,231 MiB
-(BUILD_NOTES, "The unrolled step's memory, this session"). The Python graph object itself is not
-freed (something in TensorFlow still references it; not pinned down), so this is the smaller
-part of what the graph costs.
+Measured at 8 cells, C=16, batch 64, unrolled with `--recompute`: peak RSS 6,636 -> 6,231-6,429
+MiB in two runs (BUILD_NOTES, "The unrolled step's memory, this session"). The Python graph object
+itself is not freed (something in TensorFlow still references it; not pinned down), so this is the
+smaller part of what the graph costs.
 
 Not covered (a training step needs neither): gradients through the call (refused under a
 recording tape) and calls from inside another `tf.function` (they trace the plain function).
