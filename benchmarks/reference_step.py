@@ -18,6 +18,7 @@ measurement of somebody else's code, not part of keras-darts).
 
 import json
 import os
+import statistics
 import sys
 import types
 
@@ -79,11 +80,11 @@ def main(argv):
 
     load_before = machine()["load_avg_1m"]
     warmup_s, times = time_steps(step, None, _WARMUP.value, _STEPS.value, lambda loss: loss.item())
-    ms = sorted(t * 1e3 for t in times)
-    median = ms[len(ms) // 2] if len(ms) % 2 else (ms[len(ms) // 2 - 1] + ms[len(ms) // 2]) / 2
+    ms = [t * 1e3 for t in times]
+    median = statistics.median(ms)
     print(json.dumps({
         "implementation": "quark0/darts cnn/ (PyTorch CPU)",
-        "ms_per_step_median": round(median, 1), "ms_per_step_min": round(ms[0], 1),
+        "ms_per_step_median": round(median, 1), "ms_per_step_min": round(min(ms), 1),
         "images_per_s": round(1e3 * _BATCH.value / median, 2), "warmup_s": round(warmup_s, 1),
         "peak_rss_mb": round(peak_rss_mb(), 1),
         "config": {"layers": _LAYERS.value, "init_channels": _CHANNELS.value,

@@ -25,6 +25,7 @@ import gc
 import warnings
 
 import tensorflow as tf
+from tensorflow.python.eager import record  # whether a GradientTape is recording
 
 
 class LeanFunction:
@@ -41,7 +42,7 @@ class LeanFunction:
         if self._plain is None and tf.executing_eagerly():
             call = self._call_for(args)
             if call is not None:
-                if _recording():
+                if record.could_possibly_record():
                     raise RuntimeError("LeanFunction: called under a recording GradientTape; its "
                                        "calls are not differentiable (use tf.function)")
                 return call(args)
@@ -106,9 +107,3 @@ def _signature(args):
     flat = tf.nest.flatten(args, expand_composites=True)
     return (repr(tf.nest.map_structure(lambda _: None, args)),
             tuple((tuple(t.shape), t.dtype) for t in flat))
-
-
-def _recording():
-    from tensorflow.python.eager import record
-
-    return record.could_possibly_record()
