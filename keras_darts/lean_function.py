@@ -9,10 +9,12 @@ the FunctionDef with the TensorFlow runtime, which instantiates and runs it from
 contract and the captured inputs, drops the rest before the first call, and calls the runtime
 function as `call_flat` does in eager mode. The same FunctionDef runs, so results are identical.
 
-Measured at 8 cells, C=16, batch 64, unrolled with `--recompute`: peak RSS 6,636 -> 6,231-6,429
-MiB in two runs (BUILD_NOTES, "The unrolled step's memory, this session"). The Python graph object
-itself is not freed (something in TensorFlow still references it; not pinned down), so this is the
-smaller part of what the graph costs.
+The Python graph is freed too, which takes one more step: `tf.custom_gradient` in graph mode
+registers its gradient function in TensorFlow's global gradient registry, under a fresh name, and
+that function holds tensors of the graph, so the graph lives as long as the process. Every step
+that applies an optimizer traces one (`ReplicaContext.all_reduce` of the gradients is a custom
+gradient), `--recompute` one per cell and pass. Nothing can differentiate the trace once only the
+runtime function is left, so the registrations the trace made that hold its tensors are removed.
 
 Not covered (a training step needs neither): gradients through the call (refused under a
 recording tape) and calls from inside another `tf.function` (they trace the plain function).
@@ -26,6 +28,7 @@ import warnings
 
 import tensorflow as tf
 from tensorflow.python.eager import record  # whether a GradientTape is recording
+from tensorflow.python.framework import ops as tf_ops  # the gradient registry
 
 
 class LeanFunction:
@@ -73,7 +76,10 @@ class LeanFunction:
 def _runtime_call(fn, args):
     """Traces `fn` for `args`; returns a function args -> structured outputs that runs the trace's
     runtime function, or None (with a warning) if this TensorFlow's internals differ."""
+    registered = set(_gradient_registrations())
     concrete = fn.get_concrete_function(*args)
+    _release_gradient_registrations(
+        [k for k in _gradient_registrations() if k not in registered], concrete.graph)
     try:
         from tensorflow.python.eager.polymorphic_function import function_type_utils
 
@@ -101,6 +107,44 @@ def _runtime_call(fn, args):
 
     call.atomic = atomic  # keeps the runtime function registered (and lets tests look at it)
     return call
+
+
+def _gradient_registrations():
+    return getattr(getattr(tf_ops, "_gradient_registry", None), "_registry", {})
+
+
+def _release_gradient_registrations(names, graph):
+    """Removes the registered gradient functions among `names` that hold tensors of `graph` or of
+    the graphs inside it (loop bodies, branches): those the trace's custom gradients made."""
+    registrations = _gradient_registrations()
+    for name in names:
+        if _holds_tensor_of(registrations[name].get("type"), graph):
+            del registrations[name]
+
+
+def _holds_tensor_of(fn, graph, depth=4):
+    """Whether `fn`'s closure (followed through nested closures, lists and tuples) holds a tensor
+    of `graph` or of a graph nested in it."""
+    pending, seen = [(fn, 0)], set()
+    while pending:
+        obj, d = pending.pop()
+        if id(obj) in seen or d > depth:
+            continue
+        seen.add(id(obj))
+        owner = getattr(obj, "graph", None) if isinstance(obj, tf.Tensor) else None
+        while owner is not None:
+            if owner is graph:
+                return True
+            owner = getattr(owner, "outer_graph", None)
+        if callable(obj) and getattr(obj, "__closure__", None):
+            for cell in obj.__closure__:
+                try:
+                    pending.append((cell.cell_contents, d + 1))
+                except ValueError:  # an empty cell
+                    pass
+        elif isinstance(obj, (list, tuple)):
+            pending.extend((x, d + 1) for x in obj)
+    return False
 
 
 def _signature(args):

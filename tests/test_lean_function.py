@@ -108,3 +108,88 @@ def test_keeps_no_concrete_function():
     plain = tf.function(step)
     plain(batch)
     assert _concrete_functions() > before
+
+
+def _func_graphs():
+    from tensorflow.python.framework import func_graph
+
+    gc.collect()
+    return [o for o in gc.get_objects() if isinstance(o, func_graph.FuncGraph)]
+
+
+def _step_with_custom_gradients(seed):
+    """_training_step's model trained by a step whose loss goes through a tf.custom_gradient,
+    also inside a tf.while_loop body (a nested graph), and its optimizer all-reduces."""
+    model, _ = _training_step(seed)
+    opt = keras.optimizers.SGD(0.1)
+    opt.build(model.trainable_variables)
+
+    @tf.custom_gradient
+    def doubled_gradient(x):
+        return tf.identity(x), lambda dy: 2.0 * dy
+
+    def step(batch):
+        x, y = batch
+        with tf.GradientTape() as tape:
+            logits = doubled_gradient(model(x, training=True))
+            _, logits = tf.while_loop(lambda i, z: i < 2,
+                                      lambda i, z: (i + 1, doubled_gradient(z)), (0, logits))
+            loss = tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(
+                y, logits, from_logits=True))
+        opt.apply_gradients(zip(tape.gradient(loss, model.trainable_variables),
+                                model.trainable_variables))
+        return {"loss": loss}
+
+    return model, step
+
+
+def test_frees_the_traced_graph():
+    """tf.custom_gradient registers, in graph mode, a gradient function holding the trace's tensors
+    in TensorFlow's global registry: a traced graph outlives its tf.function. LeanFunction removes
+    those registrations, so no graph survives its trace, and the results stay those of tf.function."""
+    from tensorflow.python.framework import ops as tf_ops
+
+    registry = tf_ops._gradient_registry._registry  # noqa: SLF001
+    batch = next(_batches())
+    model_a, step_a = _step_with_custom_gradients(0)
+    graphs, names = len(_func_graphs()), set(registry)
+    plain = tf.function(step_a)
+    outs_a = [plain(batch), plain(batch)]
+    del plain
+    assert len(_func_graphs()) > graphs  # the control: the registry keeps the plain trace alive
+    assert len(set(registry) - names) >= 3  # custom gradients (2) and the optimizer's all-reduce
+
+    model_b, step_b = _step_with_custom_gradients(0)
+    graphs, names = _func_graphs(), set(registry)
+    lean = LeanFunction(step_b)
+    outs_b = [lean(batch)]
+    assert [g for g in _func_graphs() if g not in graphs] == []
+    assert set(registry) - names == set()
+    outs_b.append(lean(batch))  # runs on without the graph
+    for a, b in zip(outs_a, outs_b):
+        np.testing.assert_array_equal(b["loss"].numpy(), a["loss"].numpy())
+    for a, b in zip(model_a.variables, model_b.variables):
+        np.testing.assert_array_equal(b.numpy(), a.numpy(), err_msg=a.path)
+    assert float(outs_b[1]["loss"]) != float(outs_b[0]["loss"])  # the second step trained on
+
+
+def test_keeps_gradient_registrations_of_other_graphs():
+    from keras_darts import lean_function
+
+    registry = lean_function._gradient_registrations()
+    ours, other = tf.Graph(), tf.Graph()
+    with ours.as_default():
+        mine = [tf.constant(1.0)]
+    with other.as_default():
+        theirs = (tf.constant(2.0),)
+    registry["LeanFunctionTest-ours"] = {"type": lambda: mine}
+    registry["LeanFunctionTest-other"] = {"type": lambda: theirs}
+    registry["LeanFunctionTest-none"] = {"type": lambda: None}
+    try:
+        lean_function._release_gradient_registrations(
+            ["LeanFunctionTest-ours", "LeanFunctionTest-other", "LeanFunctionTest-none"], ours)
+        assert "LeanFunctionTest-ours" not in registry
+        assert "LeanFunctionTest-other" in registry and "LeanFunctionTest-none" in registry
+    finally:
+        for k in ("LeanFunctionTest-ours", "LeanFunctionTest-other", "LeanFunctionTest-none"):
+            registry.pop(k, None)
