@@ -73,7 +73,8 @@ class SearchRun:
                 step_in_epoch=self.step_in_epoch, epoch_sums=self.sums,
                 loss_scale=self.loss_scale.scale, loss_scale_good_steps=self.loss_scale.good_steps,
                 **self.robust.checkpoint_items())
-        # Once traced, only the step's runtime function is kept (lean_function.py).
+        # Once traced, only the step's runtime function is kept; its Python graph is freed
+        # (lean_function.py).
         self._train_fn = LeanFunction(self._distributed_step)
         self._warmup_fn = robust_search.weight_only_step(self)
         self._eval_fn = tf.function(self._distributed_eval)
