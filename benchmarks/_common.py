@@ -23,6 +23,10 @@ def define_step_flags():
         "jit_compile": d.DEFINE_bool("jit_compile", False, "XLA-compile forward/backward."),
         "recompute": d.DEFINE_bool("recompute", False,
                                    "Recompute cell activations in the backward pass."),
+        "intra_op_threads": d.DEFINE_integer("intra_op_threads", None, "Threads per op (default: "
+                                             "keras-darts' choice; 0: TensorFlow's)."),
+        "inter_op_threads": d.DEFINE_integer("inter_op_threads", 0, "Ops side by side (0: "
+                                             "TensorFlow's default)."),
         "memory_profile": d.DEFINE_bool("memory_profile", False, "Print time and RSS per stage "
                                         "as they happen (they are in the JSON line either way)."),
     }
@@ -70,6 +74,14 @@ def time_steps(step_fn, batch, warmup, steps, wait):
         wait(step_fn(batch))
         times.append(time.perf_counter() - t)
     return warmup_s, times
+
+
+def tf_threads():
+    """TensorFlow's thread pools as configured (0: its default, one thread per core)."""
+    import tensorflow as tf
+
+    return {"intra_op": tf.config.threading.get_intra_op_parallelism_threads(),
+            "inter_op": tf.config.threading.get_inter_op_parallelism_threads()}
 
 
 def machine():

@@ -19,7 +19,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from absl import flags  # noqa: E402
 
-from _common import Stages, define_step_flags, machine, time_steps  # noqa: E402
+from _common import Stages, define_step_flags, machine, tf_threads, time_steps  # noqa: E402
 from keras_darts.errors import quiet_import, run  # noqa: E402
 
 STEP = define_step_flags()
@@ -49,7 +49,8 @@ def main(argv):
         init_channels=_CHANNELS.value, batch_size=_BATCH.value, epochs=1,
         auxiliary=_AUXILIARY.value, drop_path_prob=_DROP_PATH.value, cutout=False, augment="none",
         strategy=STEP["strategy"].value, cpu_devices=STEP["cpu_devices"].value, mixed_precision=STEP["mixed_precision"].value,
-        jit_compile=STEP["jit_compile"].value, recompute=STEP["recompute"].value)
+        jit_compile=STEP["jit_compile"].value, recompute=STEP["recompute"].value,
+        intra_op_threads=STEP["intra_op_threads"].value, inter_op_threads=STEP["inter_op_threads"].value)
     config.validate()
     genotype = genotype_lib.load_genotype(config.genotype)
     distribute.set_mixed_precision(config.mixed_precision)
@@ -86,6 +87,7 @@ def main(argv):
             "strategy", "cpu_devices", "mixed_precision", "jit_compile", "recompute")}
         | {"image_size": STEP["image_size"].value, "steps": STEP["steps"].value, "warmup": STEP["warmup"].value},
         "tensorflow": tf.__version__,
+        "threads": tf_threads(),
         "machine": machine() | {"load_avg_1m_at_start": load_before},
     }
     print(json.dumps(result))

@@ -20,7 +20,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from absl import flags  # noqa: E402
 
-from _common import Stages, define_step_flags, machine, time_steps  # noqa: E402
+from _common import Stages, define_step_flags, machine, tf_threads, time_steps  # noqa: E402
 from keras_darts.errors import quiet_import, run  # noqa: E402
 
 STEP = define_step_flags()
@@ -83,6 +83,7 @@ def main(argv):
         init_channels=_CHANNELS.value, nodes=_NODES.value, batch_size=_BATCH.value, epochs=1,
         unrolled=_UNROLLED.value, strategy=STEP["strategy"].value, cpu_devices=STEP["cpu_devices"].value,
         mixed_precision=STEP["mixed_precision"].value, jit_compile=STEP["jit_compile"].value, recompute=STEP["recompute"].value,
+        intra_op_threads=STEP["intra_op_threads"].value, inter_op_threads=STEP["inter_op_threads"].value,
         augment="none", partial_channels=_PARTIAL.value)
     config.validate()
     distribute.set_mixed_precision(config.mixed_precision)
@@ -131,6 +132,7 @@ def main(argv):
             "cpu_devices", "mixed_precision", "jit_compile", "recompute", "partial_channels")}
         | {"image_size": STEP["image_size"].value, "steps": STEP["steps"].value, "warmup": STEP["warmup"].value},
         "tensorflow": tf.__version__,
+        "threads": tf_threads(),
         "machine": machine() | {"load_avg_1m_at_start": load_before},
     }
     if top_ops:

@@ -51,6 +51,8 @@ def run_retrain(config, quiet=False, data=None, genotype=None):
 
         check_version_free(config.export_dir, config.model_name, config.version, config.overwrite,
                            parse_formats(config.format))
+    # Before loading: reading some data sets starts TensorFlow, which fixes its thread pools.
+    distribute.configure_threads(config.intra_op_threads, config.inter_op_threads)
     if data is None:
         data = data_lib.load_image_data(config.dataset, config.data_dir, config.test_dataset,
                                         need_test=True,

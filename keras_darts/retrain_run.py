@@ -44,6 +44,7 @@ class RetrainRun:
         self.eval_spec = dataclasses.replace(self.spec, augment="none", cutout_length=0,
                                              where=f"--test_dataset={config.test_dataset}"
                                              if config.test_dataset else self.spec.where)
+        distribute.configure_threads(config.intra_op_threads, config.inter_op_threads)
         self.strategy = distribute.get_strategy(config.strategy, config.cpu_devices)
         self.replicas = self.strategy.num_replicas_in_sync
         if config.batch_size % self.replicas:

@@ -46,6 +46,8 @@ def run_search(config, quiet=False, data=None):
     config.validate()
     resuming = run_utils.check_output_dir(config.output_dir, config.to_dict(), SEARCH_RESUME_NEUTRAL,
                                           defaults=type(config)().to_dict())
+    # Before loading: reading some data sets starts TensorFlow, which fixes its thread pools.
+    distribute.configure_threads(config.intra_op_threads, config.inter_op_threads)
     if data is None:
         data = data_lib.load_image_data(config.dataset, config.data_dir,
                                         options=data_lib.DataOptions.from_config(config))

@@ -27,6 +27,7 @@ class SearchRun:
         self.data = data
         # First: an impossible budget is reported before anything is built or written.
         self.costs = SearchCosts(config, data.image_shape, data.num_classes)
+        distribute.configure_threads(config.intra_op_threads, config.inter_op_threads)
         self.strategy = distribute.get_strategy(config.strategy, config.cpu_devices)
         self.replicas = self.strategy.num_replicas_in_sync
         if config.batch_size % self.replicas:

@@ -7,6 +7,9 @@ than a few eager steps of these tiny networks (1 node per cell, 8x8 images).
 
 
 import functools
+import os
+import subprocess
+import sys
 
 import keras
 import numpy as np
@@ -63,6 +66,56 @@ def test_cpu_devices_after_initialisation_is_a_user_error():
     _two_cpus()
     with pytest.raises(UserError, match=r"^--cpu_devices=3: TensorFlow is already initialised"):
         distribute.get_strategy("mirrored", cpu_devices=3)
+
+
+# === configure_threads ===
+
+# A fresh process: the thread pools can only be set before TensorFlow initialises.
+_THREADS_PROBE = """
+import sys
+from keras_darts import distribute
+import tensorflow as tf
+distribute.configure_threads(*eval(sys.argv[1]))
+tf.constant(1.0) + 1  # the runtime starts with these pools
+print(tf.config.threading.get_intra_op_parallelism_threads(),
+      tf.config.threading.get_inter_op_parallelism_threads())
+"""
+
+
+@pytest.mark.parametrize("args, env, expected", [
+    ((), {}, "1 0"),  # no GPU here: one thread per op, TensorFlow's inter-op pool
+    ((3, 2), {}, "3 2"),
+    ((), {"TF_NUM_INTRAOP_THREADS": "2"}, "0 0"),  # the user's variable wins over the default
+])
+def test_configure_threads_before_tensorflow_starts(args, env, expected):
+    environ = {k: v for k, v in os.environ.items() if k != "TF_NUM_INTRAOP_THREADS"} | env
+    out = subprocess.run([sys.executable, "-c", _THREADS_PROBE, repr(args)], capture_output=True,
+                         text=True, env=environ, timeout=120, check=True).stdout
+    assert out.split("\n")[-2] == expected
+
+
+def test_configure_threads_after_initialisation():
+    tf.constant(1.0) + 1  # the runtime is up (it is, in this process)
+    threading = tf.config.threading
+    pools = (threading.get_intra_op_parallelism_threads(), threading.get_inter_op_parallelism_threads())
+    distribute.configure_threads()  # the default leaves the pools be
+    distribute.configure_threads(*pools)  # explicit but unchanged: fine
+    other = pools[0] + 1
+    with pytest.raises(UserError, match=rf"^--intra_op_threads={other}, --inter_op_threads=0: "
+                                        "TensorFlow is already initialised in this process"):
+        distribute.configure_threads(other)
+    assert (threading.get_intra_op_parallelism_threads(),
+            threading.get_inter_op_parallelism_threads()) == pools
+
+
+def test_thread_options_are_checked():
+    from keras_darts.config.retrain import RetrainConfig
+    from keras_darts.config.search import SearchConfig
+
+    with pytest.raises(UserError, match=r"^--intra_op_threads=-1: must be >= 0 \(0: TensorFlow's default\)$"):
+        SearchConfig(intra_op_threads=-1).validate()
+    with pytest.raises(UserError, match=r"^--inter_op_threads=-2: must be >= 0"):
+        RetrainConfig(inter_op_threads=-2).validate()
 
 
 def test_write_dir_off_multi_worker_is_the_output_dir(tmp_path):

@@ -38,6 +38,18 @@ class _Options:
         return dataclasses.asdict(self)
 
 
+@dataclasses.dataclass(frozen=True)
+class ThreadFields:
+    """TensorFlow's CPU thread pools, for search and retrain (`distribute.configure_threads`)."""
+
+    intra_op_threads: int = option(None,
+        "Threads one op may use (TensorFlow's intra-op pool; 0: its default, one per core). "
+        "Default: 1 on machines without a GPU, where the search's thousands of small ops run "
+        "faster side by side than each split across the cores; TensorFlow's default with a GPU.")
+    inter_op_threads: int = option(0,
+        "Ops run side by side (TensorFlow's inter-op pool; 0: its default, one per core).")
+
+
 AUGMENT_CHOICES = ("auto", "none", "crop", "crop_flip", "imagenet")
 LR_SCHEDULES = ("cosine", "step")
 STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker")
@@ -64,6 +76,10 @@ def _shared_checks(c):
          c.steps_per_epoch, "must be > 0"),
         (c.seed >= 0, "--seed", c.seed, "must be >= 0"),
         (c.cpu_devices >= 1, "--cpu_devices", c.cpu_devices, "must be >= 1"),
+        (c.intra_op_threads is None or c.intra_op_threads >= 0, "--intra_op_threads",
+         c.intra_op_threads, "must be >= 0 (0: TensorFlow's default)"),
+        (c.inter_op_threads >= 0, "--inter_op_threads", c.inter_op_threads,
+         "must be >= 0 (0: TensorFlow's default)"),
         (c.checkpoint_every >= 0, "--checkpoint_every", c.checkpoint_every, "must be >= 0"),
         (c.augment in AUGMENT_CHOICES, "--augment", c.augment,
          f"must be one of {', '.join(AUGMENT_CHOICES)}"),

@@ -4,13 +4,13 @@ defaults (the reference's CIFAR `train.py` and ImageNet `train_imagenet.py`)."""
 import dataclasses
 
 from keras_darts.config.export import _export_checks
-from keras_darts.config.options import (LR_SCHEDULES, VARIANT_NAMES, _Options, _raise_first,
-                                        _shared_checks, option)
+from keras_darts.config.options import (LR_SCHEDULES, VARIANT_NAMES, ThreadFields, _Options,
+                                        _raise_first, _shared_checks, option)
 from keras_darts.data_config import DataFields
 
 
 @dataclasses.dataclass(frozen=True)
-class RetrainConfig(DataFields, _Options):
+class RetrainConfig(DataFields, ThreadFields, _Options):
     """Retrain hyperparameters; the defaults are the reference's CIFAR setting (`train.py`, run
     with `--auxiliary --cutout` as the paper's results were)."""
 
@@ -125,5 +125,6 @@ VARIANT_DEFAULTS = {
 # "mean"/"std": config.json holds the normalisation used under these keys (export reads them);
 # a resume compares that with the data's instead (data.check_same_normalisation).
 RETRAIN_RESUME_NEUTRAL = ("output_dir", "data_dir", "checkpoint_every", "cpu_devices", "strategy",
-                  "export_dir", "model_name", "version", "overwrite", "eval_steps", "recompute",
-                  "format", "calibration_images", "latency", "mean", "std")
+                  "intra_op_threads", "inter_op_threads", "export_dir", "model_name", "version",
+                  "overwrite", "eval_steps", "recompute", "format", "calibration_images",
+                  "latency", "mean", "std")

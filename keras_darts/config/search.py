@@ -3,14 +3,15 @@
 import dataclasses
 import math
 
-from keras_darts.config.options import VARIANT_NAMES, _Options, _raise_first, _shared_checks, option
+from keras_darts.config.options import (VARIANT_NAMES, ThreadFields, _Options, _raise_first,
+                                        _shared_checks, option)
 from keras_darts.cost.checks import cost_checks
 from keras_darts.data_config import DataFields
 from keras_darts.search_options import RobustOptions, robust_checks
 
 
 @dataclasses.dataclass(frozen=True)
-class SearchConfig(RobustOptions, DataFields, _Options):
+class SearchConfig(RobustOptions, DataFields, ThreadFields, _Options):
     """Search hyperparameters; the defaults are the reference's (`train_search.py`)."""
 
     dataset: str = option("cifar10",
@@ -88,4 +89,5 @@ class SearchConfig(RobustOptions, DataFields, _Options):
 
 # Changing these between runs in one output dir does not change what a resumed run computes.
 SEARCH_RESUME_NEUTRAL = ("output_dir", "data_dir", "checkpoint_every", "cpu_devices", "strategy",
-                         "recompute", "latency", "selection", "selection_finetune_epochs")
+                         "intra_op_threads", "inter_op_threads", "recompute", "latency",
+                         "selection", "selection_finetune_epochs")
