@@ -47,10 +47,16 @@ class MixedOp(keras.layers.Layer):
         for k, op in enumerate(self.candidate_ops):
             if op is None:
                 continue
-            h = op(x, training=training)
-            if h.dtype != weights[k].dtype:
-                h = K.cast(h, weights[k].dtype)
-            y = weights[k] * h
+            if getattr(op, "folds_scale", False) and x.dtype == weights[k].dtype:
+                # The weight scales the op's final BN: one fused kernel instead of a BN, a
+                # multiply and their gradients. Not under mixed precision, where the op computes
+                # in 16 bits and the mixture is float32.
+                y = op(x, training=training, out_scale=weights[k])
+            else:
+                h = op(x, training=training)
+                if h.dtype != weights[k].dtype:
+                    h = K.cast(h, weights[k].dtype)
+                y = weights[k] * h
             out = y if out is None else out + y
         return out
 

@@ -412,6 +412,82 @@ def test_bn_momentum(name, stride):
         np.testing.assert_array_equal(bn.moving_mean.numpy(), b)
 
 
+@pytest.mark.parametrize("affine", [False, True])
+@pytest.mark.parametrize("training", [True, False])
+def test_bn_scale_argument_multiplies_the_output(affine, training):
+    """FusedBatchNorm(x, scale=w) = w * FusedBatchNorm(x), gamma/beta included, in training and
+    at inference; the running statistics move as without it."""
+    x = _input(8, seed=61) + 0.4
+    bn = ops.FusedBatchNorm(affine=affine)
+    bn.build(x.shape)
+    if affine:
+        bn.gamma.assign(np.linspace(0.5, 2.0, C).astype(np.float32))
+        bn.beta.assign(np.linspace(-1.0, 1.0, C).astype(np.float32))
+    w = tf.constant(-0.37)
+    plain = np.asarray(bn(x, training=training)).astype(np.float64)
+    stats = bn.moving_mean.numpy().copy(), bn.moving_variance.numpy().copy()
+    bn.moving_mean.assign(np.zeros(C, np.float32))
+    bn.moving_variance.assign(np.ones(C, np.float32))
+    scaled = np.asarray(bn(x, training=training, scale=w))
+    np.testing.assert_allclose(scaled, -0.37 * plain, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(bn.moving_mean.numpy(), stats[0], rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(bn.moving_variance.numpy(), stats[1], rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("name,stride", BN_OPS)
+def test_out_scale_equals_multiplying_the_output(name, stride):
+    """What MixedOp folds: op(x, out_scale=w) against w * op(x) — outputs and the gradients to x,
+    w and every weight of the op (training mode)."""
+    x = tf.constant(_input(8, seed=62))
+    layer = _build(make_op(name, C, stride, affine=False, search=True), x)
+    assert layer.folds_scale
+    w = tf.Variable(0.61)
+    r = tf.constant(np.random.default_rng(63).standard_normal(
+        layer(x, training=True).shape).astype(np.float32))
+
+    def run(fold):
+        with tf.GradientTape(persistent=True) as tape:
+            tape.watch(x)
+            y = layer(x, training=True, out_scale=w) if fold else w * layer(x, training=True)
+            loss = tf.reduce_sum(y * r)
+        grads = tape.gradient(loss, [x, w] + layer.trainable_weights)
+        return [y] + grads
+
+    for a, b in zip(run(True), run(False)):
+        b = np.asarray(b)
+        np.testing.assert_allclose(np.asarray(a), b, rtol=1e-5, atol=1e-5 * np.abs(b).max())
+
+
+def test_mixed_op_folds_its_weights_into_the_ops_bns():
+    """In float32 the edge's traced graph multiplies no BN output by a weight (each weight is the
+    BN's scale); the skip connection (no BN) still multiplies. Under mixed bfloat16 the ops compute
+    in 16 bits and the mixture in float32, so nothing is folded."""
+    from keras_darts.search_cells import MixedOp
+
+    def muls_of_bn_outputs(policy):
+        old = keras.config.dtype_policy()
+        keras.config.set_dtype_policy(policy)
+        try:
+            edge = MixedOp(C, 1, name="edge")
+            edge.build((N, 8, 8, C))
+            x = tf.constant(_input(8, seed=64)).numpy()
+            if policy != "float32":
+                x = x.astype(np.float32)
+            graph = tf.function(lambda x, w: edge(tf.cast(x, edge.compute_dtype), w,
+                                                  training=True)).get_concrete_function(
+                tf.TensorSpec((N, 8, 8, C)), tf.TensorSpec((len(PRIMITIVES),))).graph
+        finally:
+            keras.config.set_dtype_policy(old)
+        muls = [op for op in graph.get_operations() if op.type == "Mul"]
+        from_bn = [op for op in muls if any(
+            i.op.type == "FusedBatchNormV3" or (i.op.type == "Cast"
+                                                and i.op.inputs[0].op.type == "FusedBatchNormV3")
+            for i in op.inputs)]
+        return len(muls), len(from_bn)
+
+    assert muls_of_bn_outputs("float32") == (1, 0)  # the skip connection's weight
+    assert muls_of_bn_outputs("mixed_bfloat16")[1] == 6  # two pools, two sep, two dil convs
+
 def _pool_running_stats(sync_bn):
     x = _input(8, seed=31) + 0.5
     layer = _build(make_op("max_pool_3x3", C, 1, affine=False, sync_bn=sync_bn, search=True), x)

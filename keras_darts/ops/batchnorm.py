@@ -44,25 +44,34 @@ class FusedBatchNorm(keras.layers.Layer):
         self.moving_variance = self.add_weight(shape=(c,), initializer="ones", trainable=False,
                                                autocast=False, name="moving_variance")
 
-    def call(self, x, training=None):
+    folds_scale = True  # call(..., scale=w) multiplies the output by w inside the kernel
+
+    def call(self, x, training=None, scale=None):
+        """`scale`: an optional scalar the output is multiplied by, folded into the kernel's
+        scale and offset (w * (gamma x^ + beta) = (w gamma) x^ + w beta); the statistics are
+        those of x either way."""
         import tensorflow as tf
 
         c = x.shape[-1]
-        if self.affine:
-            scale, offset = K.cast(self.gamma, "float32"), K.cast(self.beta, "float32")
-        else:
-            scale, offset = tf.ones((c,), tf.float32), tf.zeros((c,), tf.float32)
-        if x.dtype == tf.float64:  # the fused kernel has no float64 (used by precision tests)
-            return self._unfused(x, K.cast(scale, x.dtype), K.cast(offset, x.dtype), training)
+        # The fused kernel takes float32 parameters; it has no float64 (used by precision tests).
+        dtype = tf.float64 if x.dtype == tf.float64 else tf.float32
+        gamma = K.cast(self.gamma, dtype) if self.affine else tf.ones((c,), dtype)
+        beta = K.cast(self.beta, dtype) if self.affine else tf.zeros((c,), dtype)
+        if scale is not None:
+            w = K.cast(scale, dtype)
+            gamma = gamma * w if self.affine else tf.fill((c,), w)
+            beta = beta * w if self.affine else beta
+        if x.dtype == tf.float64:
+            return self._unfused(x, gamma, beta, training)
         if training:
             y, mean, var = tf.compat.v1.nn.fused_batch_norm(
-                x, scale, offset, mean=self.moving_mean.value, variance=self.moving_variance.value,
+                x, gamma, beta, mean=self.moving_mean.value, variance=self.moving_variance.value,
                 epsilon=self.epsilon, is_training=True, exponential_avg_factor=self.momentum)[:3]
             self.moving_mean.assign(mean)
             self.moving_variance.assign(var)
             return y
         y, _, _ = tf.compat.v1.nn.fused_batch_norm(
-            x, scale, offset, mean=self.moving_mean.value, variance=self.moving_variance.value,
+            x, gamma, beta, mean=self.moving_mean.value, variance=self.moving_variance.value,
             epsilon=self.epsilon, is_training=False)
         return y
 

@@ -29,9 +29,13 @@ class ReLUConvBN(_OpLayer):
         self.conv.build(input_shape)
         self.bn.build(self.conv.compute_output_shape(input_shape))
 
-    def call(self, x, training=None):
+    @property
+    def output_bn(self):
+        return self.bn
+
+    def call(self, x, training=None, out_scale=None):
         x = pad2d(K.relu(x), self.padding)
-        return self.bn(self.conv(x), training=training)
+        return self._normalise(self.conv(x), training, out_scale)
 
     def get_config(self):
         config = super().get_config()
@@ -76,12 +80,16 @@ class DilConv(_OpLayer):
         self.pointwise.build((n, None, None, c))
         self.bn.build((n, None, None, self.filters))
 
-    def call(self, x, training=None):
+    @property
+    def output_bn(self):
+        return self.bn
+
+    def call(self, x, training=None, out_scale=None):
         x = pad2d(K.relu(x), self._pad)
         if self._subsample:
             x = subsample(x, self.strides)
         x = self.pointwise(self.depthwise(x))
-        return self.bn(x, training=training)
+        return self._normalise(x, training, out_scale)
 
     def get_config(self):
         config = super().get_config()
@@ -129,11 +137,15 @@ class SepConv(_OpLayer):
         self.pointwise2.build((n, None, None, self.filters))
         self.bn2.build((n, None, None, self.filters))
 
-    def call(self, x, training=None):
+    @property
+    def output_bn(self):
+        return self.bn2
+
+    def call(self, x, training=None, out_scale=None):
         x = self.depthwise1(pad2d(K.relu(x), self._pads[0]))
         x = self.bn1(self.pointwise1(x), training=training)
         x = self.depthwise2(pad2d(K.relu(x), self._pads[1]))
-        return self.bn2(self.pointwise2(x), training=training)
+        return self._normalise(self.pointwise2(x), training, out_scale)
 
     def get_config(self):
         config = super().get_config()
@@ -168,13 +180,17 @@ class FactorizedReduce(_OpLayer):
         self.conv2.build((n, None, None, c))
         self.bn.build((n, None, None, self.filters))
 
-    def call(self, x, training=None):
+    @property
+    def output_bn(self):
+        return self.bn
+
+    def call(self, x, training=None, out_scale=None):
         x = K.relu(x)
         a = self.conv1(subsample(x, 2))
         # The input shifted by one pixel: odd positions; on odd sizes the last row/column is the
         # zero padding, which keeps both halves the same size.
         b = self.conv2(subsample(x, 2, offset=1))
-        return self.bn(K.concatenate([a, b], axis=-1), training=training)
+        return self._normalise(K.concatenate([a, b], axis=-1), training, out_scale)
 
     def get_config(self):
         config = super().get_config()

@@ -112,6 +112,23 @@ class _OpLayer(keras.layers.Layer):
         self.affine = affine
         self.sync_bn = sync_bn
 
+    @property
+    def output_bn(self):
+        """The BN that ends the op, if any (subclasses say which)."""
+        return None
+
+    @property
+    def folds_scale(self):
+        """Whether `call(..., out_scale=w)` folds w into the final BN's kernel."""
+        return getattr(self.output_bn, "folds_scale", False)
+
+    def _normalise(self, x, training, out_scale):
+        """output_bn(x) times `out_scale` (a scalar, or None): MixedOp's weight folded into the BN's
+        scale, so one fused kernel replaces a BN, a multiply and their gradients."""
+        if out_scale is None:
+            return self.output_bn(x, training=training)
+        return self.output_bn(x, training=training, scale=out_scale)
+
     def get_config(self):
         config = super().get_config()
         config.update({"affine": self.affine, "sync_bn": self.sync_bn})

@@ -50,7 +50,11 @@ class Pool(_OpLayer):
         if self.bn is not None:
             self.bn.build((input_shape[0], None, None, input_shape[-1]))
 
-    def call(self, x, training=None):
+    @property
+    def output_bn(self):
+        return self.bn
+
+    def call(self, x, training=None, out_scale=None):
         if self.pool_type == "max":
             y = K.max_pool(x, 3, strides=1, padding="same")
         else:
@@ -58,7 +62,9 @@ class Pool(_OpLayer):
         if self.strides > 1:
             y = subsample(y, self.strides)
         if self.bn is not None:
-            y = self.bn(y, training=training)
+            y = self._normalise(y, training, out_scale)
+        elif out_scale is not None:
+            y = out_scale * y
         return y
 
     def get_config(self):
