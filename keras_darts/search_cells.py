@@ -15,6 +15,8 @@ class MixedOp(keras.layers.Layer):
       x: (N, H, W, C) tensor.
       weights: (len(PRIMITIVES),) softmaxed alphas of this edge, in the mixing dtype (float32
         under 16-bit mixed precision: each op's output is cast up and the sum is float32).
+      relu_x: relu(x), when the caller computes it once for several edges (SearchCell does);
+        the ops that begin with a ReLU take it instead of their own.
 
     `none` is kept inside the softmax (its weight takes mass from the others) but not computed:
     weight * 0 contributes nothing to the sum or its gradients.
@@ -40,20 +42,22 @@ class MixedOp(keras.layers.Layer):
             if op is not None:
                 op.build(x_shape)
 
-    def call(self, x, weights, training=None):
+    def call(self, x, weights, training=None, relu_x=None):
         if not isinstance(weights, (list, tuple)):
             weights = K.unstack(weights)  # one op, not one slice (and slice gradient) per candidate
         out = None
         for k, op in enumerate(self.candidate_ops):
             if op is None:
                 continue
+            shared = {"relu_x": relu_x} if relu_x is not None and getattr(
+                op, "starts_with_relu", False) else {}
             if getattr(op, "folds_scale", False) and x.dtype == weights[k].dtype:
                 # The weight scales the op's final BN: one fused kernel instead of a BN, a
                 # multiply and their gradients. Not under mixed precision, where the op computes
                 # in 16 bits and the mixture is float32.
-                y = op(x, training=training, out_scale=weights[k])
+                y = op(x, training=training, out_scale=weights[k], **shared)
             else:
-                h = op(x, training=training)
+                h = op(x, training=training, **shared)
                 if h.dtype != weights[k].dtype:
                     h = K.cast(h, weights[k].dtype)
                 y = weights[k] * h
@@ -138,12 +142,20 @@ class SearchCell(keras.layers.Layer):
         states = [self.preprocess0(s0, training=training), self.preprocess1(s1, training=training)]
         op_weights = [K.unstack(w) for w in K.unstack(weights)]
         betas = None if edge_weights is None else K.unstack(edge_weights)
+        # One ReLU per node for the ops that begin with one (MixedOp's `relu_x`); PC-DARTS edges
+        # pass a channel slice to their ops and keep their own.
+        relus = [] if self.partial_channels == 1 else None
         offset = 0
         for _ in range(self.steps):
             s = None
             for j, h in enumerate(states):
                 e = offset + j
-                y = self.edges[e](h, op_weights[e], training=training)
+                if relus is None:
+                    y = self.edges[e](h, op_weights[e], training=training)
+                else:
+                    if j == len(relus):
+                        relus.append(K.relu(h))
+                    y = self.edges[e](h, op_weights[e], training=training, relu_x=relus[j])
                 if betas is not None:
                     y = betas[e] * y
                 if self.aux_ops:

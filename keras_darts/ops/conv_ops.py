@@ -16,6 +16,8 @@ from keras_darts.ops.layers_util import (PACKAGE, _OpLayer, conv2d, depthwise_co
 class ReLUConvBN(_OpLayer):
     """ReLU -> Conv(k, stride, symmetric padding, no bias) -> BN."""
 
+    starts_with_relu = True
+
     def __init__(self, filters, kernel_size=1, strides=1, padding=0, **kwargs):
         super().__init__(**kwargs)
         self.filters = filters
@@ -33,8 +35,8 @@ class ReLUConvBN(_OpLayer):
     def output_bn(self):
         return self.bn
 
-    def call(self, x, training=None, out_scale=None):
-        x = pad2d(K.relu(x), self.padding)
+    def call(self, x, training=None, out_scale=None, relu_x=None):
+        x = pad2d(self._relu(x, relu_x), self.padding)
         return self._normalise(self.conv(x), training, out_scale)
 
     def get_config(self):
@@ -53,6 +55,8 @@ class ReLUConvBN(_OpLayer):
 @keras.saving.register_keras_serializable(package=PACKAGE)
 class DilConv(_OpLayer):
     """ReLU -> depthwise k x k (dilation) -> pointwise 1x1 -> BN (the reference `DilConv`)."""
+
+    starts_with_relu = True
 
     def __init__(self, filters, kernel_size, strides=1, padding=0, dilation=1, **kwargs):
         super().__init__(**kwargs)
@@ -84,8 +88,8 @@ class DilConv(_OpLayer):
     def output_bn(self):
         return self.bn
 
-    def call(self, x, training=None, out_scale=None):
-        x = pad2d(K.relu(x), self._pad)
+    def call(self, x, training=None, out_scale=None, relu_x=None):
+        x = pad2d(self._relu(x, relu_x), self._pad)
         if self._subsample:
             x = subsample(x, self.strides)
         x = self.pointwise(self.depthwise(x))
@@ -108,6 +112,8 @@ class DilConv(_OpLayer):
 @keras.saving.register_keras_serializable(package=PACKAGE)
 class SepConv(_OpLayer):
     """Two (ReLU, depthwise k x k, pointwise 1x1, BN) blocks; the stride is on the first."""
+
+    starts_with_relu = True
 
     def __init__(self, filters, kernel_size, strides=1, padding=0, **kwargs):
         super().__init__(**kwargs)
@@ -141,8 +147,8 @@ class SepConv(_OpLayer):
     def output_bn(self):
         return self.bn2
 
-    def call(self, x, training=None, out_scale=None):
-        x = self.depthwise1(pad2d(K.relu(x), self._pads[0]))
+    def call(self, x, training=None, out_scale=None, relu_x=None):
+        x = self.depthwise1(pad2d(self._relu(x, relu_x), self._pads[0]))
         x = self.bn1(self.pointwise1(x), training=training)
         x = self.depthwise2(pad2d(K.relu(x), self._pads[1]))
         return self._normalise(self.pointwise2(x), training, out_scale)
@@ -165,6 +171,8 @@ class FactorizedReduce(_OpLayer):
     """ReLU, two 1x1 stride-2 convs of filters/2 (the second on the input shifted by one pixel),
     concat, BN. Halves the spatial size."""
 
+    starts_with_relu = True
+
     def __init__(self, filters, **kwargs):
         super().__init__(**kwargs)
         if filters % 2:
@@ -184,8 +192,8 @@ class FactorizedReduce(_OpLayer):
     def output_bn(self):
         return self.bn
 
-    def call(self, x, training=None, out_scale=None):
-        x = K.relu(x)
+    def call(self, x, training=None, out_scale=None, relu_x=None):
+        x = self._relu(x, relu_x)
         a = self.conv1(subsample(x, 2))
         # The input shifted by one pixel: odd positions; on odd sizes the last row/column is the
         # zero padding, which keeps both halves the same size.

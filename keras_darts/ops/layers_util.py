@@ -112,6 +112,15 @@ class _OpLayer(keras.layers.Layer):
         self.affine = affine
         self.sync_bn = sync_bn
 
+    # Ops that begin with a ReLU take `relu_x=relu(x)` in their call: a search cell computes one
+    # ReLU per node for all the ops on its outgoing edges, so the backward pass sums their
+    # gradients first and runs one ReLU gradient instead of one per op.
+    starts_with_relu = False
+
+    @staticmethod
+    def _relu(x, relu_x):
+        return K.relu(x) if relu_x is None else relu_x
+
     @property
     def output_bn(self):
         """The BN that ends the op, if any (subclasses say which)."""
