@@ -3,8 +3,8 @@
 import keras
 from keras import ops as K
 
-from keras_darts.ops import (PACKAGE, PRIMITIVES, FactorizedReduce, ReLUConvBN, make_op,
-                             track_for_checkpoint)
+from keras_darts.ops import (PACKAGE, PRIMITIVES, FactorizedReduce, ReLUConvBN, input_relu,
+                             make_op, track_for_checkpoint)
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
@@ -154,7 +154,7 @@ class SearchCell(keras.layers.Layer):
                     y = self.edges[e](h, op_weights[e], training=training)
                 else:
                     if j == len(relus):
-                        relus.append(K.relu(h))
+                        relus.append(input_relu(h))
                     y = self.edges[e](h, op_weights[e], training=training, relu_x=relus[j])
                 if betas is not None:
                     y = betas[e] * y

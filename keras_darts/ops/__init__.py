@@ -20,16 +20,17 @@ Modules: `layers_util` (conv factories, padding, subsampling, checkpoint trackin
 
 from keras_darts.ops.batchnorm import BN_EPSILON, BN_MOMENTUM, FusedBatchNorm, batch_norm
 from keras_darts.ops.conv_ops import DilConv, FactorizedReduce, ReLUConvBN, SepConv
-from keras_darts.ops.layers_util import (PACKAGE, conv2d, depthwise_conv2d, pad2d, same_is_symmetric,
-                                         strided_slices, subsample, torch_conv_init,
-                                         track_for_checkpoint)
+from keras_darts.ops.layers_util import (PACKAGE, conv2d, depthwise_conv2d, input_relu, pad2d,
+                                         same_is_symmetric, strided_slices, subsample,
+                                         torch_conv_init, track_for_checkpoint)
 from keras_darts.ops.pool_ops import Identity, Pool, Zero
 from keras_darts.ops.registry import PRIMITIVES, make_op
 
 __all__ = [
     "BN_EPSILON", "BN_MOMENTUM", "PACKAGE", "PRIMITIVES",
     "DilConv", "FactorizedReduce", "FusedBatchNorm", "Identity", "Pool", "ReLUConvBN", "SepConv", "Zero",
-    "batch_norm", "conv2d", "depthwise_conv2d", "make_op", "pad2d", "same_is_symmetric", "strided_slices",
+    "batch_norm", "conv2d", "depthwise_conv2d", "input_relu", "make_op", "pad2d", "same_is_symmetric",
+    "strided_slices",
     "subsample",
     "torch_conv_init", "track_for_checkpoint",
 ]

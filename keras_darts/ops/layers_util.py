@@ -104,6 +104,11 @@ def track_for_checkpoint(owner, prefix, layers):
             setattr(owner, f"{prefix}{i}", layer)
 
 
+def input_relu(x):
+    """The ReLU the conv candidates begin with (SearchCell computes it once per node)."""
+    return K.relu(x)
+
+
 class _OpLayer(keras.layers.Layer):
     """Base for candidate ops: stores `affine` and `sync_bn`, which every BN inside honours."""
 
@@ -119,7 +124,7 @@ class _OpLayer(keras.layers.Layer):
 
     @staticmethod
     def _relu(x, relu_x):
-        return K.relu(x) if relu_x is None else relu_x
+        return input_relu(x) if relu_x is None else relu_x
 
     @property
     def output_bn(self):
