@@ -42,6 +42,9 @@ def tiny32():
 
 @pytest.fixture(scope="module")
 def tiny2():
+    # Fixed weights: the finite-difference check of the alpha gradient crosses ReLU and max-pool
+    # kinks for some draws (1% off in one CI run), so it must not depend on the process' seed.
+    keras.utils.set_random_seed(6)
     model = SearchNetwork(**TINY2)
     model.build((None, 8, 8, 3))
     return model
