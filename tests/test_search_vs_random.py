@@ -238,7 +238,8 @@ def test_jobs_run_side_by_side_and_a_cell_after_its_search(tmp_path):
         "retrain:random_0", "retrain:random_1", "retrain:named_DARTS_V2"])
     # Random and named cells are queued before the searched ones; each searched cell's retrain
     # starts only once its search has ended.
-    assert tools.calls[:2] == ["search:seed_0", "search:seed_1"]
+    # (The two searches start together, in either order.)
+    assert sorted(tools.calls[:2]) == ["search:seed_0", "search:seed_1"]
     assert tools.calls.index("retrain:random_0") < tools.calls.index("retrain:search_seed_0")
     for seed in (0, 1):
         assert runner.spans[f"retrain_search_seed_{seed}"][0] >= runner.spans[f"search_seed_{seed}"][1]
