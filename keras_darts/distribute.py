@@ -38,9 +38,10 @@ def configure_threads(intra_op=None, inter_op=0):
     `intra_op=None` is 1 when no GPU is visible, else TensorFlow's default: a search step is
     thousands of small ops, and on CPU they run faster side by side (the inter-op pool, one thread
     per core) than each split across the cores (8/16/64 first order: 1.16x faster on 2 cores;
-    BUILD_NOTES, "CPU threads"). 0 is TensorFlow's default; `TF_NUM_INTRAOP_THREADS` in the
-    environment is the user's choice and wins over the default. The pools are fixed when TensorFlow
-    initialises: afterwards the default leaves them be, an explicit value that differs is an error.
+    BUILD_NOTES, "Threads, the mixing weight folded into BN"). 0 is TensorFlow's default;
+    `TF_NUM_INTRAOP_THREADS` in the environment is the user's choice and wins over the default.
+    The pools are fixed when TensorFlow initialises: afterwards the default leaves them be, an
+    explicit value that differs is an error.
     """
     explicit = intra_op is not None
     if not explicit:
