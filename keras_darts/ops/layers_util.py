@@ -138,10 +138,14 @@ class _OpLayer(keras.layers.Layer):
 
     def _normalise(self, x, training, out_scale):
         """output_bn(x) times `out_scale` (a scalar, or None): MixedOp's weight folded into the BN's
-        scale, so one fused kernel replaces a BN, a multiply and their gradients."""
+        scale, so one fused kernel replaces a BN, a multiply and their gradients. An op without a
+        final BN (a derived network's pool) returns x, multiplied if asked."""
+        bn = self.output_bn
+        if bn is None:
+            return x if out_scale is None else out_scale * x
         if out_scale is None:
-            return self.output_bn(x, training=training)
-        return self.output_bn(x, training=training, scale=out_scale)
+            return bn(x, training=training)
+        return bn(x, training=training, scale=out_scale)
 
     def get_config(self):
         config = super().get_config()

@@ -61,11 +61,7 @@ class Pool(_OpLayer):
             y = K.average_pool(x, 3, strides=1, padding="same")
         if self.strides > 1:
             y = subsample(y, self.strides)
-        if self.bn is not None:
-            y = self._normalise(y, training, out_scale)
-        elif out_scale is not None:
-            y = out_scale * y
-        return y
+        return self._normalise(y, training, out_scale)
 
     def get_config(self):
         config = super().get_config()
