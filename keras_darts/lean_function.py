@@ -16,6 +16,10 @@ that applies an optimizer traces one (`ReplicaContext.all_reduce` of the gradien
 gradient), `--recompute` one per cell and pass. Nothing can differentiate the trace once only the
 runtime function is left, so the registrations the trace made that hold its tensors are removed.
 
+What the trace and the first call's graph optimisation freed is handed back to the OS before the
+step's tensors need memory (`heap.py`): after tracing, and from a background thread during each
+trace's first call.
+
 Not covered (a training step needs neither): gradients through the call (refused under a
 recording tape) and calls from inside another `tf.function` (they trace the plain function).
 It reads TensorFlow internals (`ConcreteFunction.inference_fn`, its captured inputs, the
@@ -30,6 +34,8 @@ import tensorflow as tf
 from tensorflow.python.eager import record  # whether a GradientTape is recording
 from tensorflow.python.framework import ops as tf_ops  # the gradient registry
 
+from keras_darts import heap
+
 
 class LeanFunction:
     """Calls like `tf.function(python_fn, **kwargs)`: positional tensor arguments, one trace per
@@ -39,30 +45,38 @@ class LeanFunction:
         self.python_function = python_fn
         self._kwargs = tf_function_kwargs
         self._calls = {}  # input signature -> how to call its trace
+        self._ran = set()  # the signatures whose trace has run once
         self._plain = None  # the tf.function, once the internals turned out to differ
 
     def __call__(self, *args):
         if self._plain is None and tf.executing_eagerly():
-            call = self._call_for(args)
+            key = _signature(args)
+            call = self._call_for(args, key)
             if call is not None:
                 if record.could_possibly_record():
                     raise RuntimeError("LeanFunction: called under a recording GradientTape; its "
                                        "calls are not differentiable (use tf.function)")
-                return call(args)
+                if key in self._ran:
+                    return call(args)
+                # The first call optimises the graph (transient copies, freed) before it allocates
+                # the step's tensors: the freed pages go back to the OS in between (heap.py).
+                with heap.releasing_free_memory():
+                    outputs = call(args)
+                self._ran.add(key)
+                return outputs
         return self._plain_function()(*args)
 
     def trace(self, *args):
         """Traces for `args`' signature now (what the first call would do), without running."""
         if self._plain is None:
-            self._call_for(args)
+            self._call_for(args, _signature(args))
 
     def _plain_function(self):
         if self._plain is None:
             self._plain = tf.function(self.python_function, **self._kwargs)
         return self._plain
 
-    def _call_for(self, args):
-        key = _signature(args)
+    def _call_for(self, args, key):
         if key not in self._calls:
             call = _runtime_call(tf.function(self.python_function, **self._kwargs), args)
             if call is None:
@@ -70,6 +84,7 @@ class LeanFunction:
                 return None
             self._calls[key] = call
             gc.collect()  # the throw-away tf.function and ConcreteFunction hold reference cycles
+            heap.release_free_memory()  # the freed Python graph's pages
         return self._calls[key]
 
 

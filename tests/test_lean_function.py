@@ -55,6 +55,35 @@ def test_same_outputs_and_state_as_tf_function():
     assert abs(float(out_a["loss"])) > 0
 
 
+def test_first_call_of_each_trace_hands_freed_memory_back(monkeypatch):
+    """Tracing releases free heap pages once; each trace's first call (graph optimisation, then
+    the tensors) runs with the background trimming, later calls without it."""
+    import contextlib
+
+    from keras_darts import heap
+
+    events = []
+
+    @contextlib.contextmanager
+    def recording(period_s=0.2):
+        events.append("block start")
+        yield
+        events.append("block end")
+
+    monkeypatch.setattr(heap, "release_free_memory", lambda: events.append("release"))
+    monkeypatch.setattr(heap, "releasing_free_memory", recording)
+    _, step = _training_step(0)
+    lean = LeanFunction(step)
+    batches = list(_batches())  # sizes 8, 8, 6, 8
+    lean.trace(batches[0])
+    assert events == ["release"]
+    for batch in batches:
+        lean(batch)
+    # Size 8: traced above, block on its first call; size 6: traced (release), then its block.
+    assert events == ["release", "block start", "block end",
+                      "release", "block start", "block end"]
+
+
 def test_calls_skip_the_function_def_copy():
     """The FunctionDef copy tf.function's call path makes (cached_definition) is never made."""
     _, step = _training_step(0)

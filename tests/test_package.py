@@ -108,7 +108,7 @@ MAX_LINES = 300
 # loops -> training machinery -> models -> ops, with data and genotype below them all.
 LAYERS = (
     ("base", {"errors", "io_utils", "loop_timing", "flags", "config", "data_config", "genotype",
-              "random_cells", "data", "cost", "search_options"}),
+              "random_cells", "data", "cost", "search_options", "heap"}),
     ("ops", {"ops", "recompute"}),  # recompute: a layer-call wrapper the models use
     ("models", {"network", "search_cells", "supernet", "partial_channels"}),
     ("training", {"architect", "unrolled", "gradients", "optimizers", "run_utils", "distribute",
