@@ -5,11 +5,29 @@ on the padded input sampled at even positions: out[i] = sum_k w_k x[2i + 2k].
 """
 
 import keras
+import tensorflow as tf
 from keras import ops as K
 
+from keras_darts.ops import dilated
 from keras_darts.ops.batchnorm import batch_norm
 from keras_darts.ops.layers_util import (PACKAGE, _OpLayer, conv2d, depthwise_conv2d, pad2d,
                                          same_is_symmetric, subsample)
+from keras_darts.recompute import call_with_recompute
+
+
+def depthwise_keeping_input(depthwise, x, prepare, training):
+    """`depthwise(prepare(x))`, whose backward pass keeps x rather than prepare(x) when training.
+
+    `prepare` (explicit padding, subsampling) and the space-to-batch TF wraps a dilated depthwise
+    conv in make rearranged copies of x, which the depthwise filter gradient would keep until the
+    backward pass: a second copy of the ReLU output the ReLU gradient keeps anyway (a quarter of a
+    search step's saved tensors). The backward pass redoes the copies instead; the conv itself is
+    not run again, because its gradient needs only its input and the executor prunes the unused
+    recomputed conv.
+    """
+    if not training or (prepare is None and depthwise.dilation_rate in ((1, 1), 1)):
+        return depthwise(x if prepare is None else prepare(x))
+    return call_with_recompute(depthwise, lambda t: depthwise(t if prepare is None else prepare(t)), x)
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
@@ -70,6 +88,8 @@ class DilConv(_OpLayer):
         self._subsample = strides > 1 and dilation > 1 and dilation % strides == 0
         same = not self._subsample and same_is_symmetric(kernel_size, strides, padding, dilation)
         self._pad = 0 if same else padding
+        # Training, stride 1 on CPU: oneDNN's own dilated kernel, with the gradient in dilated.py.
+        self._native_dilated = same and strides == 1 and dilation > 1
         if self._subsample:
             self.depthwise = depthwise_conv2d(kernel_size, 1, dilation // strides, name="depthwise")
         else:
@@ -88,12 +108,19 @@ class DilConv(_OpLayer):
     def output_bn(self):
         return self.bn
 
+    def _prepare(self, x):
+        x = pad2d(x, self._pad)
+        return subsample(x, self.strides) if self._subsample else x
+
     def call(self, x, training=None, out_scale=None, relu_x=None):
-        x = pad2d(self._relu(x, relu_x), self._pad)
-        if self._subsample:
-            x = subsample(x, self.strides)
-        x = self.pointwise(self.depthwise(x))
-        return self._normalise(x, training, out_scale)
+        x = self._relu(x, relu_x)
+        if training and self._native_dilated and x.dtype == tf.float32 and dilated.available():
+            kernel = tf.convert_to_tensor(self.depthwise.kernel.value)  # a virtual weight, if any
+            x = dilated.dilated_depthwise_conv(x, tf.cast(kernel, x.dtype), self.dilation)
+        else:
+            prepare = self._prepare if self._pad or self._subsample else None
+            x = depthwise_keeping_input(self.depthwise, x, prepare, training)
+        return self._normalise(self.pointwise(x), training, out_scale)
 
     def get_config(self):
         config = super().get_config()
@@ -148,10 +175,14 @@ class SepConv(_OpLayer):
         return self.bn2
 
     def call(self, x, training=None, out_scale=None, relu_x=None):
-        x = self.depthwise1(pad2d(self._relu(x, relu_x), self._pads[0]))
+        x = depthwise_keeping_input(self.depthwise1, self._relu(x, relu_x), self._padder(0), training)
         x = self.bn1(self.pointwise1(x), training=training)
-        x = self.depthwise2(pad2d(K.relu(x), self._pads[1]))
+        x = depthwise_keeping_input(self.depthwise2, K.relu(x), self._padder(1), training)
         return self._normalise(self.pointwise2(x), training, out_scale)
+
+    def _padder(self, i):
+        pads = self._pads[i]
+        return (lambda x: pad2d(x, pads)) if pads else None
 
     def get_config(self):
         config = super().get_config()
